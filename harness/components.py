@@ -1,0 +1,56 @@
+"""Turning names and specs into plugin instances: generators, judges, persona sources.
+
+Generators are pooled by spec within a process, so a run whose test model, baseline
+and judge are all ``hf:embedded`` loads the model once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import registry
+from .interfaces import Generator, Judge, PersonaSource
+from .records import GenParams
+from .spec import parse_model_spec
+
+_POOL: dict[str, Generator] = {}
+
+
+def build_generator(spec_text: str, *, option: str = "--model") -> Generator:
+    spec = parse_model_spec(spec_text, option=option)
+    key = str(spec)
+    if key not in _POOL:
+        _POOL[key] = registry.generators.create(spec.backend, spec.model, **spec.options)
+    return _POOL[key]
+
+
+def close_generators() -> None:
+    for generator in _POOL.values():
+        try:
+            generator.close()
+        finally:
+            pass
+    _POOL.clear()
+
+
+def gen_params(spec, seed: int) -> GenParams:
+    """GenParams from a task's `generation` block."""
+    return GenParams(
+        max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        seed=seed,
+        stop=tuple(spec.stop),
+    )
+
+
+def build_judge(name: str, judge_model: str, task, seed: int, **options: Any) -> Judge:
+    generator = build_generator(judge_model, option="--judge-model")
+    params = gen_params(task.spec.judge.generation, seed)
+    judge_options = {**task.spec.judge.options, **options} if name == task.spec.judge.name else options
+    return registry.judges.create(name, generator, params=params, max_attempts=task.spec.judge.max_attempts, **judge_options)
+
+
+def build_persona_source(name: str, task, **options: Any) -> PersonaSource:
+    merged = {**task.spec.persona_source_options, **options} if name == task.spec.persona_source else options
+    return registry.persona_sources.create(name, task, **merged)

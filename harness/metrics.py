@@ -1,0 +1,191 @@
+"""The paper's metric: pairwise outcomes in both orders, win rates, dPQ, intervals, judge health.
+
+For one item and one criterion the judge sees (A = baseline, B = test) and (A = test,
+B = baseline). Both verdicts are mapped back to sides; agreement means that side wins,
+disagreement is a tie, and an unparseable verdict makes the pair *unscored* (excluded
+and counted, never a loss).
+
+    win_rate = test_wins / (test_wins + baseline_wins)          (ties excluded)
+    dPQ      = 100 * (P_win + Q_win - 1)                         in [-100, 100]
+
+A win rate with no decided items is undefined (None), and so is a dPQ built on it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+ORDERS = ("baseline_first", "test_first")
+CRITERIA = ("personalization", "quality")
+TEST, BASELINE, TIE, UNSCORED = "test", "baseline", "tie", "unscored"
+
+
+def side_of(order: str, winner: str | None) -> str | None:
+    """Map a raw A/B verdict in one order back to 'test' or 'baseline'."""
+    if winner not in ("A", "B"):
+        return None
+    if order == "baseline_first":
+        return BASELINE if winner == "A" else TEST
+    if order == "test_first":
+        return TEST if winner == "A" else BASELINE
+    raise ValueError(f"unknown order {order!r}")
+
+
+def pair_outcome(side_baseline_first: str | None, side_test_first: str | None) -> str:
+    if side_baseline_first is None or side_test_first is None:
+        return UNSCORED
+    return side_baseline_first if side_baseline_first == side_test_first else TIE
+
+
+@dataclass
+class CriterionCounts:
+    test_wins: int = 0
+    baseline_wins: int = 0
+    ties: int = 0
+    unscored: int = 0
+
+    @property
+    def win_rate(self) -> float | None:
+        decided = self.test_wins + self.baseline_wins
+        return self.test_wins / decided if decided else None
+
+    def add(self, outcome: str) -> None:
+        if outcome == TEST:
+            self.test_wins += 1
+        elif outcome == BASELINE:
+            self.baseline_wins += 1
+        elif outcome == TIE:
+            self.ties += 1
+        else:
+            self.unscored += 1
+
+
+def dpq(p_win: float | None, q_win: float | None) -> float | None:
+    if p_win is None or q_win is None:
+        return None
+    return 100.0 * (p_win + q_win - 1.0)
+
+
+def item_outcomes(judgments: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """item id -> criterion -> outcome, from judgment records of one judge.
+
+    Each record needs ``item_id``, ``criterion``, ``order`` and ``winner`` (raw A/B or None).
+    """
+    sides: dict[tuple[str, str], dict[str, str | None]] = defaultdict(dict)
+    for record in judgments:
+        sides[(record["item_id"], record["criterion"])][record["order"]] = side_of(record["order"], record.get("winner"))
+    outcomes: dict[str, dict[str, str]] = defaultdict(dict)
+    for (item_id, criterion), by_order in sides.items():
+        outcomes[item_id][criterion] = pair_outcome(by_order.get("baseline_first"), by_order.get("test_first"))
+    return dict(outcomes)
+
+
+def _bootstrap(outcomes: dict[str, dict[str, str]], criteria: Sequence[str], resamples: int, seed: int) -> dict[str, Any]:
+    import numpy as np
+
+    ids = sorted(outcomes)
+    if not ids or resamples <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(ids), size=(resamples, len(ids)))
+    rates = {}
+    for criterion in criteria:
+        wins = np.array([outcomes[i].get(criterion) == TEST for i in ids], dtype=np.int64)
+        losses = np.array([outcomes[i].get(criterion) == BASELINE for i in ids], dtype=np.int64)
+        w, l = wins[picks].sum(axis=1), losses[picks].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates[criterion] = np.where(w + l > 0, w / np.maximum(w + l, 1), np.nan)
+
+    def interval(values) -> list[float] | None:
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return None
+        low, high = np.percentile(values, [2.5, 97.5])
+        return [float(low), float(high)]
+
+    result = {c: interval(rates[c]) for c in criteria}
+    if "personalization" in rates and "quality" in rates:
+        result["dpq"] = interval(100.0 * (rates["personalization"] + rates["quality"] - 1.0))
+    return result
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    import numpy as np
+
+    if len(xs) < 3:
+        return None
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def judge_health(
+    judgments: Sequence[dict[str, Any]],
+    outcomes: dict[str, dict[str, str]],
+    lengths: dict[str, dict[str, int]] | None = None,
+) -> dict[str, Any]:
+    """Position consistency, first-position bias and length effects of one judge."""
+    scored = [j for j in judgments if j.get("winner") in ("A", "B")]
+    pairs = [o for per_item in outcomes.values() for o in per_item.values()]
+    decided_pairs = [o for o in pairs if o in (TEST, BASELINE, TIE)]
+    health: dict[str, Any] = {
+        "verdicts": len(judgments),
+        "unscored_verdicts": len(judgments) - len(scored),
+        "tie_rate": (sum(o == TIE for o in decided_pairs) / len(decided_pairs)) if decided_pairs else None,
+        "position_a_win_share": (sum(j["winner"] == "A" for j in scored) / len(scored)) if scored else None,
+    }
+    if lengths:
+        test_lengths = [v["test"] for v in lengths.values()]
+        base_lengths = [v["baseline"] for v in lengths.values()]
+        health["mean_words_test"] = sum(test_lengths) / len(test_lengths) if test_lengths else None
+        health["mean_words_baseline"] = sum(base_lengths) / len(base_lengths) if base_lengths else None
+        xs, ys = [], []
+        for item_id, per_item in outcomes.items():
+            if item_id not in lengths:
+                continue
+            for outcome in per_item.values():
+                if outcome in (TEST, BASELINE):
+                    xs.append(lengths[item_id]["test"] - lengths[item_id]["baseline"])
+                    ys.append(1.0 if outcome == TEST else -1.0)
+        health["length_win_correlation"] = _pearson(xs, ys)
+    return health
+
+
+def summarize(
+    judgments: Sequence[dict[str, Any]],
+    *,
+    lengths: dict[str, dict[str, int]] | None = None,
+    criteria: Sequence[str] = CRITERIA,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Everything the report shows for one judge's judgments."""
+    outcomes = item_outcomes(judgments)
+    per_criterion: dict[str, Any] = {}
+    for criterion in criteria:
+        counts = CriterionCounts()
+        for per_item in outcomes.values():
+            counts.add(per_item.get(criterion, UNSCORED))
+        per_criterion[criterion] = {
+            "test_wins": counts.test_wins,
+            "baseline_wins": counts.baseline_wins,
+            "ties": counts.ties,
+            "unscored": counts.unscored,
+            "win_rate": counts.win_rate,
+        }
+    intervals = _bootstrap(outcomes, criteria, resamples, seed)
+    for criterion in criteria:
+        per_criterion[criterion]["win_rate_ci95"] = intervals.get(criterion)
+    p = per_criterion.get("personalization", {}).get("win_rate")
+    q = per_criterion.get("quality", {}).get("win_rate")
+    return {
+        "dpq": dpq(p, q),
+        "dpq_ci95": intervals.get("dpq"),
+        "items": len(outcomes),
+        "criteria": per_criterion,
+        "judge_health": judge_health(judgments, outcomes, lengths),
+        "bootstrap": {"resamples": resamples, "seed": seed},
+    }

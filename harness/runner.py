@@ -1,0 +1,365 @@
+"""One evaluation run: personas, generation (test and baseline), judging, results.
+
+A run directory holds ``config.json`` (everything resolved: task and data hashes,
+specs, identities, versions, seeds), ``generations.jsonl`` and ``judgments.jsonl`` (one
+record per line, flushed as each finishes) and ``results.json`` (written atomically at
+the end). The default directory name is derived from the resolved config, so rerunning
+the same command resumes the same run: finished records are read back, a torn last
+line from a crash is dropped, and only the missing work is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .cache import NullCache, ResultCache
+from .components import build_generator, build_judge, build_persona_source, gen_params
+from .errors import UsageError
+from .jsonl import JsonlWriter, read_jsonl
+from .metrics import ORDERS, summarize
+from .plugin_manager import notify
+from .prompting import choose_shots, render_input, render_template
+from .records import Example, GenRequest, GenResult, PairRequest, Persona, Verdict
+from .stages import cached_map
+from .task_loading import Task, resolve_task
+from .util import atomic_write_json, safe_slug, stable_hash
+
+logger = logging.getLogger("persona_eval.runner")
+
+ROLES = ("test", "baseline")
+RESULTS_SCHEMA = "persona-eval/results@1"
+
+
+@dataclass
+class RunOptions:
+    task: str | None = None
+    split: str = "rejected"
+    model: str | None = None
+    baseline: str | None = None
+    strategy: str | None = None
+    baseline_strategy: str | None = None
+    judges: tuple[str, ...] = ()
+    judge_model: str | None = None
+    persona_source: str | None = None
+    persona_source_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    seed: int = 0
+    output_dir: str | None = None
+    runs_root: str = "runs"
+    include_paths: tuple[str, ...] = ()
+    use_cache: bool = True
+    cache_path: str | None = None
+    bootstrap: int = 1000
+
+
+def package_versions(extra: Sequence[str] = ()) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["persona-eval", "torch", "transformers", "prometheus-eval", "pluggy", "peft", "trl", *extra]
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+class Progress:
+    """A rich progress display on stderr (silent when not a terminal and quiet)."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self._progress = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, disable=not enabled, transient=False,
+        )
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._progress.__exit__(*exc)
+
+    def add(self, description: str, total: int, completed: int = 0):
+        return self._progress.add_task(description, total=total, completed=completed)
+
+    def advance(self, task_id, amount: int = 1) -> None:
+        self._progress.advance(task_id, amount)
+
+
+class Run:
+    """Resolves options into a config, then executes generation, judging and scoring."""
+
+    def __init__(self, options: RunOptions, *, progress: bool = True):
+        self.options = options
+        self.task: Task = resolve_task(options.task, list(options.include_paths))
+        spec = self.task.spec
+        if options.split not in spec.splits:
+            raise UsageError(f"task {self.task.name!r} has no split {options.split!r}; it has: {', '.join(spec.splits)}")
+        self.split = options.split
+        self.model = options.model or spec.defaults.model
+        self.baseline = options.baseline or spec.defaults.baseline or self.model
+        self.strategies = {
+            "test": options.strategy or spec.strategies.test,
+            "baseline": options.baseline_strategy or spec.strategies.baseline,
+        }
+        for role, strategy in self.strategies.items():
+            if strategy not in spec.prompts:
+                raise UsageError(
+                    f"--{'strategy' if role == 'test' else 'baseline-strategy'}: unknown strategy {strategy!r}; "
+                    f"task {self.task.name!r} defines: {', '.join(sorted(spec.prompts))}"
+                )
+        self.judge_names = tuple(options.judges) or (spec.judge.name,)
+        self.judge_model = options.judge_model or spec.defaults.judge_model
+        self.persona_source_name = options.persona_source or spec.persona_source
+        self.seed = options.seed
+        self.limit = options.limit if options.limit is not None else spec.defaults.limit
+        self.show_progress = progress
+        self.key_config = {
+            "task": {"name": self.task.name, "version": spec.version, "hash": self.task.task_hash, "data_hash": self.task.data_hash},
+            "split": self.split,
+            "model": self.model,
+            "baseline": self.baseline,
+            "strategies": self.strategies,
+            "persona_source": {"name": self.persona_source_name, "options": options.persona_source_options},
+            "judges": list(self.judge_names),
+            "judge_model": self.judge_model,
+            "limit": self.limit,
+            "seed": self.seed,
+        }
+        self.run_key = stable_hash(self.key_config, 12)
+        if options.output_dir:
+            self.run_dir = Path(options.output_dir)
+        else:
+            name = f"{safe_slug(self.task.name, 24)}-{self.split}-{safe_slug(self.model.split(':', 1)[-1], 32)}-{self.run_key[:8]}"
+            self.run_dir = Path(options.runs_root) / name
+        self.cache = NullCache() if not options.use_cache else ResultCache(options.cache_path)
+        self.config: dict[str, Any] = {}
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def _prepare_dir(self) -> None:
+        config_path = self.run_dir / "config.json"
+        if config_path.exists():
+            try:
+                previous = json.loads(config_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"unreadable config.json of an earlier run: {exc}", where=str(config_path)) from exc
+            if previous.get("run_key") != self.run_key:
+                raise UsageError(
+                    f"{self.run_dir} holds a different run (run key {previous.get('run_key')} vs {self.run_key}); "
+                    "choose another --output-dir or remove it"
+                )
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"cannot write the run directory: {exc.strerror}", where=str(self.run_dir)) from exc
+
+    def _examples(self) -> list[Example]:
+        examples = self.task.load("test")
+        limit = self.limit
+        if limit is not None:
+            if limit < 0:
+                raise UsageError("--limit must be zero (all items) or positive")
+            if limit > 0:
+                examples = examples[:limit]
+        return examples
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _requests(self, role: str, examples: Sequence[Example], personas: Sequence[Persona]) -> list[GenRequest]:
+        spec = self.task.spec
+        strategy = self.strategies[role]
+        params = gen_params(spec.generation, self.seed)
+        pool: list[Example] = []
+        if strategy == "pt_fs":
+            source = spec.few_shot.source if self.task.has_partition(spec.few_shot.source) else "train"
+            pool = self.task.load(source)
+        requests = []
+        for example, persona in zip(examples, personas):
+            shots = choose_shots(pool, spec.few_shot.k, self.seed, example.prompt) if pool else ()
+            prompt = render_input(spec.prompts, strategy, example, persona.text, shots)
+            requests.append(GenRequest(id=example.id, prompt=prompt, params=params, system=spec.system_prompt, response_prefix=spec.response_prefix))
+        return requests
+
+    def _generate(self, examples, personas, progress: Progress) -> dict[tuple[str, str], dict[str, Any]]:
+        path = self.run_dir / "generations.jsonl"
+        done = {(r["item_id"], r["role"]): r for r in read_jsonl(path, repair_tail=True)}
+        specs = {"test": self.model, "baseline": self.baseline}
+        with JsonlWriter(path) as writer:
+            for role in ROLES:
+                generator = build_generator(specs[role], option="--model" if role == "test" else "--baseline")
+                identity = generator.identity()
+                self.config["identities"][role] = identity
+                requests = self._requests(role, examples, personas)
+                todo = [i for i, ex in enumerate(examples) if (ex.id, role) not in done]
+                bar = progress.add(f"generate {role} ({self.strategies[role]})", len(examples), len(examples) - len(todo))
+
+                def on_result(j: int, result: GenResult, cached: bool, role=role, todo=todo, requests=requests, bar=bar):
+                    index = todo[j]
+                    example, persona, request = examples[index], personas[index], requests[index]
+                    record = {
+                        "item_id": example.id,
+                        "role": role,
+                        "model": specs[role],
+                        "strategy": self.strategies[role],
+                        "persona": persona.text,
+                        "persona_source": persona.source,
+                        "persona_provenance": persona.provenance,
+                        "input": request.prompt,
+                        "response": result.text,
+                        "finish_reason": result.finish_reason,
+                        "output_tokens": result.output_tokens,
+                        "cached": cached,
+                    }
+                    writer.write(record)
+                    done[(example.id, role)] = record
+                    progress.advance(bar)
+                    notify("on_sample_end", run=self, record=record)
+
+                cached_map(
+                    stage="generate",
+                    identity=identity,
+                    inputs=[requests[i] for i in todo],
+                    payload=GenRequest.cache_input,
+                    compute=generator.generate,
+                    encode=lambda r: {"text": r.text, "finish_reason": r.finish_reason, "output_tokens": r.output_tokens},
+                    decode=lambda d: GenResult(text=d["text"], finish_reason=d.get("finish_reason"), output_tokens=d.get("output_tokens"), cached=True),
+                    cache=self.cache,
+                    batch_size=max(1, generator.preferred_batch_size),
+                    on_result=on_result,
+                )
+        return done
+
+    # -- judging -------------------------------------------------------------------------
+
+    def pair_requests(self, examples, personas, generations) -> list[tuple[dict[str, Any], PairRequest]]:
+        """Both orders of every item and criterion, with their judgment-record keys."""
+        criteria = self.task.spec.judge.criteria
+        out = []
+        for example, persona in zip(examples, personas):
+            test = generations[(example.id, "test")]["response"]
+            base = generations[(example.id, "baseline")]["response"]
+            for name, criterion in criteria.items():
+                instruction = render_template(criterion.instruction, prompt=example.prompt, persona=persona.text)
+                for order in ORDERS:
+                    a, b = (base, test) if order == "baseline_first" else (test, base)
+                    key = {"item_id": example.id, "criterion": name, "order": order}
+                    out.append((key, PairRequest(
+                        id=example.id, criterion=name, instruction=instruction, rubric=criterion.rubric,
+                        response_a=a, response_b=b, prompt=example.prompt, persona=persona.text,
+                    )))
+        return out
+
+    def _judge(self, examples, personas, generations, progress: Progress) -> dict[str, list[dict[str, Any]]]:
+        path = self.run_dir / "judgments.jsonl"
+        existing = read_jsonl(path, repair_tail=True)
+        pairs = self.pair_requests(examples, personas, generations)
+        by_judge: dict[str, list[dict[str, Any]]] = {}
+        with JsonlWriter(path) as writer:
+            for judge_name in self.judge_names:
+                judge = build_judge(judge_name, self.judge_model, self.task, self.seed)
+                identity = judge.identity()
+                self.config["identities"].setdefault("judges", {})[judge_name] = identity
+                done = {
+                    (r["item_id"], r["criterion"], r["order"]): r for r in existing if r.get("judge") == judge_name
+                }
+                todo = [(k, p) for k, p in pairs if (k["item_id"], k["criterion"], k["order"]) not in done]
+                bar = progress.add(f"judge {judge_name}", len(pairs), len(pairs) - len(todo))
+
+                def on_result(j: int, verdict: Verdict, cached: bool, todo=todo, done=done, bar=bar, judge_name=judge_name):
+                    key, _ = todo[j]
+                    record = {**key, "judge": judge_name, **verdict.to_dict(), "cached": cached}
+                    writer.write(record)
+                    done[(key["item_id"], key["criterion"], key["order"])] = record
+                    progress.advance(bar)
+                    notify("on_sample_end", run=self, record=record)
+
+                cached_map(
+                    stage="judge",
+                    identity=identity,
+                    inputs=[p for _, p in todo],
+                    payload=PairRequest.cache_input,
+                    compute=judge.compare,
+                    encode=Verdict.to_dict,
+                    decode=Verdict.from_dict,
+                    cache=self.cache,
+                    batch_size=max(1, judge.preferred_batch_size),
+                    on_result=on_result,
+                )
+                wanted = {(k["item_id"], k["criterion"], k["order"]) for k, _ in pairs}
+                by_judge[judge_name] = [r for key, r in done.items() if key in wanted]
+        return by_judge
+
+    # -- the whole run -------------------------------------------------------------------
+
+    def execute(self) -> dict[str, Any]:
+        started = time.time()
+        self._prepare_dir()
+        examples = self._examples()
+        source = build_persona_source(self.persona_source_name, self.task, **self.options.persona_source_options)
+        personas = source.personas(examples, self.split)
+        self.config = {
+            "run_key": self.run_key,
+            **self.key_config,
+            "task": {**self.key_config["task"], "path": str(self.task.path), "resolved": self.task.resolved()},
+            "persona_source": {**self.key_config["persona_source"], "identity": source.identity()},
+            "items": len(examples),
+            "identities": {},
+            "versions": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        }
+        notify("on_run_start", run=self)
+        with Progress(self.show_progress) as progress:
+            generations = self._generate(examples, personas, progress)
+            atomic_write_json(self.run_dir / "config.json", self.config)
+            judgments = self._judge(examples, personas, generations, progress)
+        atomic_write_json(self.run_dir / "config.json", self.config)
+        results = self.results(examples, generations, judgments, time.time() - started)
+        atomic_write_json(self.run_dir / "results.json", results)
+        notify("on_run_end", run=self, results=results)
+        return results
+
+    def results(self, examples, generations, judgments, seconds: float) -> dict[str, Any]:
+        lengths = {
+            ex.id: {role: len(generations[(ex.id, role)]["response"].split()) for role in ROLES} for ex in examples
+        }
+        per_judge = {
+            name: summarize(records, lengths=lengths, resamples=self.options.bootstrap, seed=self.seed)
+            for name, records in judgments.items()
+        }
+        headline = per_judge[self.judge_names[0]]
+        return {
+            "schema": RESULTS_SCHEMA,
+            "persona_eval_version": __version__,
+            "run_dir": str(self.run_dir),
+            "run_key": self.run_key,
+            "task": {k: v for k, v in self.config["task"].items() if k != "resolved"},
+            "split": self.split,
+            "model": self.model,
+            "baseline": self.baseline,
+            "strategies": self.strategies,
+            "persona_source": self.config["persona_source"],
+            "judges": list(self.judge_names),
+            "judge_model": self.judge_model,
+            "identities": self.config["identities"],
+            "config": self.config,
+            "versions": self.config["versions"],
+            "metrics": headline,
+            "per_judge": per_judge,
+            "seconds": round(seconds, 2),
+        }

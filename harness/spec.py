@@ -1,0 +1,56 @@
+"""Parsing model specs such as ``hf:HuggingFaceTB/SmolLM2-135M-Instruct,dtype=bfloat16,adapter=out/``.
+
+The part before the first colon names a generator backend; the rest is the model
+name followed by comma-separated ``key=value`` options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    backend: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        opts = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.backend}:{self.model}{opts}"
+
+
+def _coerce(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "yes"):
+        return True
+    if lowered in ("false", "no"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_model_spec(text: str, *, option: str = "--model") -> ModelSpec:
+    text = (text or "").strip()
+    backend, sep, rest = text.partition(":")
+    if not sep or not backend or not rest:
+        raise UsageError(
+            f"{option} {text!r}: expected BACKEND:MODEL[,key=value...], e.g. hf:embedded or file:outputs.json"
+        )
+    model, *pairs = rest.split(",")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{option} {text!r}: option {pair!r} is not key=value")
+        options[key.strip()] = _coerce(value.strip())
+    return ModelSpec(backend.strip(), model.strip(), options)
