@@ -19,12 +19,12 @@ from typing import Any, Sequence
 
 from . import __version__
 from .cache import NullCache, ResultCache
-from .components import build_generator, build_judge, build_persona_source, gen_params
+from .components import build_generator, build_persona_source, gen_params
 from .errors import UsageError
+from .judging import JudgeItem, generator_stats, parse_judge_choices, run_judges, score
 from .jsonl import JsonlWriter, read_jsonl
-from .metrics import ORDERS, summarize
 from .plugin_manager import notify
-from .prompting import choose_shots, render_input, render_template
+from .prompting import choose_shots, render_input
 from .records import Example, GenRequest, GenResult, PairRequest, Persona, Verdict
 from .stages import cached_map
 from .task_loading import Task, resolve_task
@@ -122,10 +122,13 @@ class Run:
                 )
         self.judge_names = tuple(options.judges) or (spec.judge.name,)
         self.judge_model = options.judge_model or spec.defaults.judge_model
+        # --judge NAME runs on --judge-model; --judge NAME@SPEC on its own model.
+        self.judge_choices = parse_judge_choices(self.judge_names, self.judge_model)
         self.persona_source_name = options.persona_source or spec.persona_source
         self.seed = options.seed
         self.limit = options.limit if options.limit is not None else spec.defaults.limit
         self.show_progress = progress
+        self._check_names()
         self.key_config = {
             "task": {"name": self.task.name, "version": spec.version, "hash": self.task.task_hash, "data_hash": self.task.data_hash},
             "split": self.split,
@@ -148,6 +151,17 @@ class Run:
         self.config: dict[str, Any] = {}
 
     # -- set-up --------------------------------------------------------------------------
+
+    def _check_names(self) -> None:
+        """Resolve every plugin name now, so a typo fails before any model loads or file is written."""
+        from . import registry
+        from .spec import parse_model_spec
+
+        for option, text in (("--model", self.model), ("--baseline", self.baseline), ("--judge-model", self.judge_model)):
+            registry.generators.entry(parse_model_spec(text, option=option).backend)
+        for choice in self.judge_choices:
+            registry.judges.entry(choice.name)
+        registry.persona_sources.entry(self.persona_source_name)
 
     def _prepare_dir(self) -> None:
         config_path = self.run_dir / "config.json"
@@ -220,6 +234,7 @@ class Run:
                         "persona": persona.text,
                         "persona_source": persona.source,
                         "persona_provenance": persona.provenance,
+                        "prompt": example.prompt,
                         "input": request.prompt,
                         "response": result.text,
                         "finish_reason": result.finish_reason,
@@ -247,63 +262,23 @@ class Run:
 
     # -- judging -------------------------------------------------------------------------
 
-    def pair_requests(self, examples, personas, generations) -> list[tuple[dict[str, Any], PairRequest]]:
-        """Both orders of every item and criterion, with their judgment-record keys."""
-        criteria = self.task.spec.judge.criteria
-        out = []
-        for example, persona in zip(examples, personas):
-            test = generations[(example.id, "test")]["response"]
-            base = generations[(example.id, "baseline")]["response"]
-            for name, criterion in criteria.items():
-                instruction = render_template(criterion.instruction, prompt=example.prompt, persona=persona.text)
-                for order in ORDERS:
-                    a, b = (base, test) if order == "baseline_first" else (test, base)
-                    key = {"item_id": example.id, "criterion": name, "order": order}
-                    out.append((key, PairRequest(
-                        id=example.id, criterion=name, instruction=instruction, rubric=criterion.rubric,
-                        response_a=a, response_b=b, prompt=example.prompt, persona=persona.text,
-                    )))
-        return out
+    @staticmethod
+    def _judge_items(examples, generations) -> list[JudgeItem]:
+        # The persona as the test model saw it, exactly as recorded with its generation.
+        return [JudgeItem(id=e.id, prompt=e.prompt, persona=generations[(e.id, "test")]["persona"]) for e in examples]
+
+    @staticmethod
+    def _responses(generations) -> dict[tuple[str, str], str]:
+        return {key: record["response"] for key, record in generations.items()}
 
     def _judge(self, examples, personas, generations, progress: Progress) -> dict[str, list[dict[str, Any]]]:
-        path = self.run_dir / "judgments.jsonl"
-        existing = read_jsonl(path, repair_tail=True)
-        pairs = self.pair_requests(examples, personas, generations)
-        by_judge: dict[str, list[dict[str, Any]]] = {}
-        with JsonlWriter(path) as writer:
-            for judge_name in self.judge_names:
-                judge = build_judge(judge_name, self.judge_model, self.task, self.seed)
-                identity = judge.identity()
-                self.config["identities"].setdefault("judges", {})[judge_name] = identity
-                done = {
-                    (r["item_id"], r["criterion"], r["order"]): r for r in existing if r.get("judge") == judge_name
-                }
-                todo = [(k, p) for k, p in pairs if (k["item_id"], k["criterion"], k["order"]) not in done]
-                bar = progress.add(f"judge {judge_name}", len(pairs), len(pairs) - len(todo))
-
-                def on_result(j: int, verdict: Verdict, cached: bool, todo=todo, done=done, bar=bar, judge_name=judge_name):
-                    key, _ = todo[j]
-                    record = {**key, "judge": judge_name, **verdict.to_dict(), "cached": cached}
-                    writer.write(record)
-                    done[(key["item_id"], key["criterion"], key["order"])] = record
-                    progress.advance(bar)
-                    notify("on_sample_end", run=self, record=record)
-
-                cached_map(
-                    stage="judge",
-                    identity=identity,
-                    inputs=[p for _, p in todo],
-                    payload=PairRequest.cache_input,
-                    compute=judge.compare,
-                    encode=Verdict.to_dict,
-                    decode=Verdict.from_dict,
-                    cache=self.cache,
-                    batch_size=max(1, judge.preferred_batch_size),
-                    on_result=on_result,
-                )
-                wanted = {(k["item_id"], k["criterion"], k["order"]) for k, _ in pairs}
-                by_judge[judge_name] = [r for key, r in done.items() if key in wanted]
-        return by_judge
+        judgments, identities = run_judges(
+            task=self.task, choices=self.judge_choices, items=self._judge_items(examples, generations),
+            responses=self._responses(generations), path=self.run_dir / "judgments.jsonl", cache=self.cache,
+            seed=self.seed, progress=progress, on_record=lambda record: notify("on_sample_end", run=self, record=record),
+        )
+        self.config["identities"]["judges"] = identities
+        return judgments
 
     # -- the whole run -------------------------------------------------------------------
 
@@ -323,6 +298,8 @@ class Run:
             "versions": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         }
+        # Written before any work, so a resumed run can always check it is the same run.
+        atomic_write_json(self.run_dir / "config.json", self.config)
         notify("on_run_start", run=self)
         with Progress(self.show_progress) as progress:
             generations = self._generate(examples, personas, progress)
@@ -335,14 +312,11 @@ class Run:
         return results
 
     def results(self, examples, generations, judgments, seconds: float) -> dict[str, Any]:
-        lengths = {
-            ex.id: {role: len(generations[(ex.id, role)]["response"].split()) for role in ROLES} for ex in examples
-        }
-        per_judge = {
-            name: summarize(records, lengths=lengths, resamples=self.options.bootstrap, seed=self.seed)
-            for name, records in judgments.items()
-        }
-        headline = per_judge[self.judge_names[0]]
+        scored = score(
+            task=self.task, labels=[c.label for c in self.judge_choices], items=self._judge_items(examples, generations),
+            responses=self._responses(generations), judgments=judgments, resamples=self.options.bootstrap, seed=self.seed,
+        )
+        specs = {self.model: "--model", self.baseline: "--baseline", **{c.model: "--judge-model" for c in self.judge_choices}}
         return {
             "schema": RESULTS_SCHEMA,
             "persona_eval_version": __version__,
@@ -359,7 +333,7 @@ class Run:
             "identities": self.config["identities"],
             "config": self.config,
             "versions": self.config["versions"],
-            "metrics": headline,
-            "per_judge": per_judge,
+            **scored,
+            "api": generator_stats({spec: build_generator(spec, option=option) for spec, option in specs.items()}),
             "seconds": round(seconds, 2),
         }

@@ -1,0 +1,1 @@
+"""Leaderboards: the JSON Schema, building and rendering leaderboard files from results."""
