@@ -68,6 +68,11 @@ class JsonlWriter:
         if self._fsync:
             os.fsync(self._handle.fileno())
 
+    def sync(self) -> None:
+        """Force what was written to disk: one fsync per batch for writers opened with fsync=False."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
     def close(self) -> None:
         self._handle.close()
 

@@ -127,13 +127,24 @@ def judge_health(
     outcomes: dict[str, dict[str, str]],
     lengths: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Position consistency, first-position bias and length effects of one judge."""
+    """Position consistency, first-position bias and length effects of one judge.
+
+    ``tie_rate`` is over scored pairs (ties / (wins + ties + losses)): the share of items on
+    which the verdict flipped with the order. ``position_a_win_share`` is over single
+    scored verdicts. For a majority vote pass every judge's verdicts: the position share
+    is then pooled over all judges.
+    """
     scored = [j for j in judgments if j.get("winner") in ("A", "B")]
     pairs = [o for per_item in outcomes.values() for o in per_item.values()]
     decided_pairs = [o for o in pairs if o in (TEST, BASELINE, TIE)]
+    reasons: dict[str, int] = defaultdict(int)
+    for j in judgments:
+        if j.get("winner") not in ("A", "B"):
+            reasons[j.get("unscored_reason") or "no verdict"] += 1
     health: dict[str, Any] = {
         "verdicts": len(judgments),
         "unscored_verdicts": len(judgments) - len(scored),
+        "unscored_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "tie_rate": (sum(o == TIE for o in decided_pairs) / len(decided_pairs)) if decided_pairs else None,
         "position_a_win_share": (sum(j["winner"] == "A" for j in scored) / len(scored)) if scored else None,
     }
@@ -163,18 +174,39 @@ def summarize(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Everything the report shows for one judge's judgments."""
-    outcomes = item_outcomes(judgments)
+    return summarize_outcomes(
+        item_outcomes(judgments), verdicts=judgments, lengths=lengths, criteria=criteria, resamples=resamples, seed=seed
+    )
+
+
+def summarize_outcomes(
+    outcomes: dict[str, dict[str, str]],
+    *,
+    verdicts: Sequence[dict[str, Any]] = (),
+    lengths: dict[str, dict[str, int]] | None = None,
+    criteria: Sequence[str] = CRITERIA,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Counts, win rates, dPQ, bootstrap intervals and judge health from pair outcomes.
+
+    ``outcomes`` is item -> criterion -> test/baseline/tie/unscored (one judge's, or a
+    majority vote's); ``verdicts`` are the raw judgment records behind them (for the
+    position and unscored-reason parts of judge health).
+    """
     per_criterion: dict[str, Any] = {}
     for criterion in criteria:
         counts = CriterionCounts()
         for per_item in outcomes.values():
             counts.add(per_item.get(criterion, UNSCORED))
+        scored = counts.test_wins + counts.baseline_wins + counts.ties
         per_criterion[criterion] = {
             "test_wins": counts.test_wins,
             "baseline_wins": counts.baseline_wins,
             "ties": counts.ties,
             "unscored": counts.unscored,
             "win_rate": counts.win_rate,
+            "tie_rate": counts.ties / scored if scored else None,
         }
     intervals = _bootstrap(outcomes, criteria, resamples, seed)
     for criterion in criteria:
@@ -186,6 +218,6 @@ def summarize(
         "dpq_ci95": intervals.get("dpq"),
         "items": len(outcomes),
         "criteria": per_criterion,
-        "judge_health": judge_health(judgments, outcomes, lengths),
-        "bootstrap": {"resamples": resamples, "seed": seed},
+        "judge_health": judge_health(verdicts, outcomes, lengths),
+        "bootstrap": {"resamples": resamples, "seed": seed, "confidence": 0.95, "method": "percentile, items resampled"},
     }

@@ -62,8 +62,9 @@ class Registry:
             return self._entries
         from . import plugin_manager as plugins
 
-        self._entries, self._aliases = {}, {}
+        # Loading the plugins first: a first load resets every registry, this one included.
         infos = plugins.plugin_infos()
+        self._entries, self._aliases = {}, {}
         for impl in getattr(plugins.get_plugin_manager().hook, self.hook).get_hookimpls():
             plugin = impl.plugin_name
 

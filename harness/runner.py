@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from . import __version__
 from .cache import NullCache, ResultCache
 from .components import build_generator, build_persona_source, gen_params
-from .errors import UsageError
+from .errors import RunError, UsageError
 from .judging import JudgeItem, generator_stats, parse_judge_choices, run_judges, score
 from .jsonl import JsonlWriter, read_jsonl
 from .plugin_manager import notify
@@ -282,17 +282,34 @@ class Run:
 
     # -- the whole run -------------------------------------------------------------------
 
+    def _with_personas(self, source, examples: list[Example]) -> tuple[list[Example], list[Persona], list[str]]:
+        """Each item with its persona; a persona whose text is None means "leave this item out"."""
+        personas = source.personas(examples, self.split)
+        if len(personas) != len(examples):
+            raise RunError(
+                f"persona source {self.persona_source_name!r} returned {len(personas)} personas for {len(examples)} items"
+            )
+        skipped = [ex.id for ex, persona in zip(examples, personas) if persona.text is None]
+        if not skipped:
+            return examples, personas, []
+        if len(skipped) == len(examples):
+            raise UsageError(f"persona source {self.persona_source_name!r} gave no persona for any of the {len(examples)} item(s): nothing to evaluate")
+        logger.warning("leaving out %d item(s) without a persona: %s", len(skipped), ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+        kept = [(ex, persona) for ex, persona in zip(examples, personas) if persona.text is not None]
+        return [ex for ex, _ in kept], [persona for _, persona in kept], skipped
+
     def execute(self) -> dict[str, Any]:
         started = time.time()
-        self._prepare_dir()
         examples = self._examples()
+        # Personas come before the run directory: a bad persona file must leave nothing behind.
         source = build_persona_source(self.persona_source_name, self.task, **self.options.persona_source_options)
-        personas = source.personas(examples, self.split)
+        examples, personas, skipped = self._with_personas(source, examples)
+        self._prepare_dir()
         self.config = {
             "run_key": self.run_key,
             **self.key_config,
             "task": {**self.key_config["task"], "path": str(self.task.path), "resolved": self.task.resolved()},
-            "persona_source": {**self.key_config["persona_source"], "identity": source.identity()},
+            "persona_source": {**self.key_config["persona_source"], "identity": source.identity(), "skipped_items": skipped},
             "items": len(examples),
             "identities": {},
             "versions": package_versions(),

@@ -28,15 +28,16 @@ def _node_line(root: yaml.Node | None, loc: tuple) -> int | None:
     node, line = root, (root.start_mark.line + 1 if root is not None else None)
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
             if match is None:
                 break
-            node = match
+            # The key's line: a mapping value starts on the line after its key.
+            line, node = match[0].start_mark.line + 1, match[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
+            line = node.start_mark.line + 1
         else:
             break
-        line = node.start_mark.line + 1
     return line
 
 
@@ -135,7 +136,8 @@ def load_task(path: str | os.PathLike) -> Task:
     path = Path(path)
     data, root = _read_yaml(path)
     if not isinstance(data, dict):
-        raise UsageError("a task file must be a YAML mapping (key: value pairs)", where=f"{path}:1")
+        line = root.start_mark.line + 1 if root is not None else 1
+        raise UsageError("a task file must be a YAML mapping (key: value pairs)", where=f"{path}:{line}")
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:

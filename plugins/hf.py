@@ -1,9 +1,15 @@
 """The `hf` generator: Hugging Face transformers, batched, left-padded, chat templates.
 
 Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR]
-[,batch_size=8|auto][,revision=REV][,chat_template=true|false]``. ``hf:embedded`` is
-the embedded SmolLM2-135M-Instruct. Requests are grouped by generation parameters and
-sorted by length so each batch pads little; batch_size=auto halves on out-of-memory.
+[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]``.
+``hf:embedded`` is the embedded SmolLM2-135M-Instruct. Requests are grouped by
+generation parameters and sorted by length so each batch pads little; batch_size=auto
+halves on out-of-memory. Greedy unless the temperature is above zero; sampling draws
+each request's tokens from its own generator seeded by (seed, rendered input), so a
+sampled answer does not depend on which other requests share its batch.
+
+Also home to the helpers other local-weights backends share: `weights_fingerprint`
+and `model_revision` (what goes into an identity), and `render_request`.
 """
 
 from __future__ import annotations
@@ -26,31 +32,73 @@ logger = logging.getLogger("persona_eval.hf")
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
 _LOAD_LOCK = threading.Lock()
 
+# Everything in a model folder that changes what comes out: weights, config, and the
+# tokenizer files that hold the chat template and the special tokens.
+_FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".model", ".jinja")
+_FINGERPRINT_NAMES = (
+    "config.json", "adapter_config.json", "generation_config.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+)
+AUTO_BATCH_START = {"cpu": 16, "cuda": 64}
 
-def weights_fingerprint(folder: Path) -> str:
-    """Content hash of a local model folder's weights and config, memoized by size and mtime."""
-    files = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".gguf") or p.name in ("config.json", "adapter_config.json"))
-    )
+
+def _memo_hashes(paths: Sequence[Path]) -> list[str]:
+    """sha256 of each file, memoized by path, size and mtime so big weights hash once."""
     memo_path = cache_dir() / "file-hashes.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
-    parts, changed = [], False
-    for path in files:
+    out, changed = [], False
+    for path in paths:
         stat = path.stat()
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         if key not in memo:
             memo[key] = file_hash(path)
             changed = True
-        parts.append((path.name, memo[key]))
+        out.append(memo[key])
     if changed:
         from persona_eval.util import atomic_write_json
 
         atomic_write_json(memo_path, memo)
-    return stable_hash(parts, 16)
+    return out
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """Content hash of a local model (or adapter) folder: weights, config, tokenizer."""
+    folder = Path(folder)
+    if folder.is_file():
+        return _memo_hashes([folder])[0][:16]
+    files = sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and (p.suffix in _FINGERPRINT_SUFFIXES or p.name in _FINGERPRINT_NAMES)
+    )
+    if not files:
+        raise UsageError(f"{folder} holds no model files (config.json, *.safetensors, ...)")
+    return stable_hash(list(zip((p.name for p in files), _memo_hashes(files))), 16)
+
+
+def model_revision(name_or_path: str, revision: str | None = None, *, trust_remote_code: bool = False) -> str:
+    """What pins a model's weights: a content hash for a local folder, the commit for a hub id.
+
+    The hub commit is read from transformers' resolution of config.json (the local hub
+    cache when offline). When it cannot be resolved the identity says "unpinned", so a
+    cache entry is still tied to the name and requested revision, and the user can see it.
+    """
+    local = Path(os.path.expanduser(name_or_path))
+    if local.exists():
+        return f"sha256:{weights_fingerprint(local)}"
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+        commit = getattr(config, "_commit_hash", None)
+    except Exception as exc:  # noqa: BLE001 - unresolvable is reported, loading will fail loudly later
+        logger.warning("could not resolve the revision of %s: %s", name_or_path, str(exc).splitlines()[0])
+        commit = None
+    if commit:
+        return f"git:{commit}"
+    return f"unpinned:{revision or 'main'}"
 
 
 def _resolve_dtype(name: str | None, device: str):
@@ -58,7 +106,11 @@ def _resolve_dtype(name: str | None, device: str):
 
     if name in (None, "auto"):
         # On CPU float32 prefill runs ~5x faster than bfloat16 (no native bf16 matmul).
-        return torch.float32 if device == "cpu" else torch.bfloat16
+        if device == "cpu":
+            return torch.float32
+        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
     try:
         dtype = getattr(torch, str(name))
     except AttributeError:
@@ -72,10 +124,18 @@ def _resolve_device(name: str | None) -> str:
     import torch
 
     if name in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"hf: device {name!r} asked for, but no CUDA GPU is available")
     return str(name)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class HFGenerator(Generator):
@@ -89,6 +149,7 @@ class HFGenerator(Generator):
         revision: str | None = None,
         chat_template: bool = True,
         trust_remote_code: bool = False,
+        merge_adapter: bool = True,
     ):
         self.model_name = model
         if model == "embedded":
@@ -101,19 +162,26 @@ class HFGenerator(Generator):
             self.display_name = model
         self.device = _resolve_device(device)
         self.dtype_name = str(dtype or "auto")
-        self.adapter = os.path.abspath(os.path.expanduser(adapter)) if adapter else None
+        _resolve_dtype(self.dtype_name, self.device)  # a bad dtype fails now, not after loading
+        self.adapter = os.path.abspath(os.path.expanduser(str(adapter))) if adapter else None
         if self.adapter and not Path(self.adapter, "adapter_config.json").exists():
             raise UsageError(f"hf: adapter folder {self.adapter!r} has no adapter_config.json")
         self.auto_batch = batch_size == "auto"
-        self.batch_size = 16 if self.auto_batch else int(batch_size)
-        if self.batch_size < 1:
-            raise UsageError("hf: batch_size must be a positive integer or 'auto'")
-        self.preferred_batch_size = max(self.batch_size, 8)
-        self.revision = revision
+        if self.auto_batch:
+            self.batch_size = AUTO_BATCH_START.get(self.device.split(":")[0], 16)
+        else:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise UsageError(f"hf: batch_size must be a positive integer or 'auto', not {batch_size!r}")
+            self.batch_size = batch_size
+        # Handing the generator several batches at once lets it sort them by length.
+        self.preferred_batch_size = min(256, max(8, 4 * self.batch_size))
+        self.revision = None if revision is None else str(revision)
         self.use_chat_template = bool(chat_template)
         self.trust_remote_code = bool(trust_remote_code)
+        self.merge_adapter = bool(merge_adapter)
         self._model = None
         self._tokenizer = None
+        self._eos: set[int] = set()
         self._identity: dict[str, Any] | None = None
 
     # -- loading -------------------------------------------------------------------------
@@ -121,15 +189,15 @@ class HFGenerator(Generator):
     def _load(self):
         if self._model is not None:
             return self._model, self._tokenizer
-        key = (self.path, self.revision, self.dtype_name, self.device, self.adapter)
+        key = (self.path, self.revision, self.dtype_name, self.device, self.adapter, self.merge_adapter)
         with _LOAD_LOCK:
             if key not in _LOADED:
                 _LOADED[key] = self._load_uncached()
         self._model, self._tokenizer = _LOADED[key]
+        self._eos = _eos_ids(self._model, self._tokenizer)
         return self._model, self._tokenizer
 
     def _load_uncached(self):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = _resolve_dtype(self.dtype_name, self.device)
@@ -145,28 +213,31 @@ class HFGenerator(Generator):
                 from peft import PeftModel
             except ImportError as exc:
                 raise UsageError("hf: adapter= needs peft: pip install 'persona-eval[train]'") from exc
-            model = PeftModel.from_pretrained(model, self.adapter)
+            try:
+                model = PeftModel.from_pretrained(model, self.adapter)
+            except Exception as exc:  # noqa: BLE001 - a mismatched adapter is the user's to fix
+                raise UsageError(f"hf: cannot apply adapter to {self.display_name!r}: {type(exc).__name__}: {exc}",
+                                 where=self.adapter) from exc
+            if self.merge_adapter:
+                # Folding LoRA into the weights makes generation as fast as the base model.
+                model = model.merge_and_unload()
         model.to(self.device)
         model.eval()
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise RunError(f"hf: tokenizer of {self.display_name!r} has neither a pad nor an end-of-sequence token")
             tokenizer.pad_token = tokenizer.eos_token
-        torch.set_grad_enabled(False)
         return model, tokenizer
 
     # -- identity ------------------------------------------------------------------------
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
-            local = Path(self.path)
-            if local.is_dir():
-                revision = f"sha256:{weights_fingerprint(local)}"
-            else:
-                revision = self.revision or "unpinned"
             self._identity = {
                 "backend": "hf",
                 "model": self.display_name,
-                "revision": revision,
+                "revision": model_revision(self.path, self.revision, trust_remote_code=self.trust_remote_code),
                 "adapter": f"sha256:{weights_fingerprint(Path(self.adapter))}" if self.adapter else None,
                 "dtype": self.dtype_name,
                 "chat_template": self.use_chat_template,
@@ -178,15 +249,7 @@ class HFGenerator(Generator):
     def render(self, request: GenRequest) -> tuple[str, bool]:
         """The full model input text, and whether it already holds special tokens."""
         _, tokenizer = self._load()
-        if self.use_chat_template and tokenizer.chat_template:
-            messages = []
-            if request.system:
-                messages.append({"role": "system", "content": request.system})
-            messages.append({"role": "user", "content": request.prompt})
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return text + request.response_prefix, True
-        system = f"{request.system}\n\n" if request.system else ""
-        return f"{system}{request.prompt}{request.response_prefix}", False
+        return render_request(tokenizer, request, self.use_chat_template)
 
     # -- generation ----------------------------------------------------------------------
 
@@ -197,6 +260,7 @@ class HFGenerator(Generator):
             groups.setdefault(request.params, []).append(index)
         for params, indices in groups.items():
             rendered = {i: self.render(requests[i]) for i in indices}
+            # Longest first: similar lengths share a batch, and an OOM shows up at once.
             indices.sort(key=lambda i: -len(rendered[i][0]))
             start = 0
             while start < len(indices):
@@ -204,16 +268,22 @@ class HFGenerator(Generator):
                 try:
                     outputs = self._generate_batch([rendered[i] for i in batch], params)
                 except RuntimeError as exc:
-                    if self.auto_batch and "out of memory" in str(exc).lower() and self.batch_size > 1:
-                        self.batch_size //= 2
+                    if not _is_oom(exc):
+                        raise
+                    self._empty_cache()
+                    if self.auto_batch and self.batch_size > 1:
+                        self.batch_size = max(1, len(batch) // 2)
                         logger.warning("hf: out of memory; batch size now %d", self.batch_size)
-                        self._empty_cache()
                         continue
-                    raise
+                    hint = "even at batch size 1" if self.batch_size == 1 else "use batch_size=auto or a smaller batch_size"
+                    raise RunError(f"hf: out of memory generating with {self.display_name!r} ({hint})") from exc
                 for i, output in zip(batch, outputs):
                     results[i] = output
                 start += len(batch)
-        return [r for r in results if r is not None]
+        missing = [requests[i].id for i, r in enumerate(results) if r is None]
+        if missing:
+            raise RunError(f"hf: no output for item(s) {', '.join(missing[:5])}")
+        return results  # type: ignore[return-value]
 
     def _empty_cache(self) -> None:
         import torch
@@ -233,30 +303,32 @@ class HFGenerator(Generator):
         model, tokenizer = self._load()
         encoded = self._encode(texts)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+        # The model's generation_config may carry sampling defaults; null them so that only
+        # our parameters decide (greedy, or our per-request sampler below).
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.temperature > 0:
-            torch.manual_seed(params.seed)
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            seeds = [request_seed(params.seed, text) for text, _ in texts]
+            kwargs["logits_processor"] = [make_seeded_sampler(seeds, params.temperature, params.top_p, self.device)]
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tokenizer)
         with torch.inference_mode():
             output = model.generate(**encoded, **kwargs)
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        eos_ids = _eos_ids(model, tokenizer)
-        results = []
-        for row in new_tokens.tolist():
-            # Finished rows are padded after their end-of-sequence token: cut at the first one.
-            end = next((i for i, token in enumerate(row) if token in eos_ids), None)
-            length = len(row) if end is None else end
-            text = tokenizer.decode(row[:length], skip_special_tokens=True)
-            finish = "stop" if end is not None or length < params.max_new_tokens else "length"
-            for stop in params.stop:
-                cut = text.find(stop)
-                if cut >= 0:
-                    text, finish = text[:cut], "stop"
-            results.append(GenResult(text=text.strip(), finish_reason=finish, output_tokens=length))
-        return results
+        return [self._decode_row(row, params) for row in new_tokens.tolist()]
+
+    def _decode_row(self, row: list[int], params: GenParams) -> GenResult:
+        _, tokenizer = self._load()
+        # A row that finished early is padded to the batch's length, after its
+        # end-of-sequence token (or, when a stop string ended it, right after that).
+        ends = self._eos | ({tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else set())
+        end = next((i for i, token in enumerate(row) if token in ends), None)
+        length = len(row) if end is None else end
+        text = tokenizer.decode(row[:length], skip_special_tokens=True)
+        finish = "stop" if end is not None or length < params.max_new_tokens else "length"
+        cut = min((found for found in (text.find(stop) for stop in params.stop if stop) if found >= 0), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        return GenResult(text=text.strip(), finish_reason=finish, output_tokens=length)
 
     # -- log-probabilities ---------------------------------------------------------------
 
@@ -264,10 +336,7 @@ class HFGenerator(Generator):
         import torch
 
         model, tokenizer = self._load()
-        choice_ids = []
-        for choice in choices:
-            ids = {tokenizer.encode(variant, add_special_tokens=False)[0] for variant in (choice, " " + choice)}
-            choice_ids.append(sorted(ids))
+        choice_ids = choice_token_ids(tokenizer, choices)
         out: list[dict[str, float]] = []
         texts = [self.render(r) for r in requests]
         for start in range(0, len(texts), self.batch_size):
@@ -282,9 +351,94 @@ class HFGenerator(Generator):
         return out
 
 
+def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[list[int]]:
+    """The first token of each choice, bare and after a space (both spellings count)."""
+    out = []
+    for choice in choices:
+        ids = {tokenizer.encode(variant, add_special_tokens=False)[0] for variant in (choice, " " + choice)}
+        out.append(sorted(ids))
+    return out
+
+
+def request_seed(seed: int, rendered: str) -> int:
+    """A per-request sampling seed: the run's seed and the exact input, nothing else."""
+    return int(stable_hash([int(seed), rendered], 15), 16)
+
+
+_SAMPLER_CLASS = None
+
+
+def make_seeded_sampler(seeds: Sequence[int], temperature: float, top_p: float, device: str):
+    """A logits processor that samples each row from its own seeded generator.
+
+    It leaves a single finite logit per row, so greedy decoding then picks the sampled
+    token: temperature and nucleus filtering happen here, not in transformers' warpers.
+    A row's draws depend only on its seed and its own logits, never on its batch mates.
+    """
+    global _SAMPLER_CLASS
+    import torch
+
+    if _SAMPLER_CLASS is None:
+        from transformers import LogitsProcessor
+
+        class SeededSampler(LogitsProcessor):
+            def __init__(self, generators, temperature, top_p):
+                self.generators = generators
+                self.temperature = float(temperature)
+                self.top_p = float(top_p)
+
+            def __call__(self, input_ids, scores):
+                logits = scores.float() / self.temperature
+                if self.top_p < 1.0:
+                    ordered, order = torch.sort(logits, dim=-1, descending=True)
+                    cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+                    # Drop a token once the mass before it already reaches top_p; the top token always stays.
+                    drop = (cumulative - torch.softmax(ordered, dim=-1)) >= self.top_p
+                    drop[:, 0] = False
+                    logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+                probs = torch.softmax(logits, dim=-1)
+                chosen = torch.stack(
+                    [torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(self.generators)]
+                )
+                out = torch.full_like(scores, float("-inf"))
+                return out.scatter(1, chosen, 0.0)
+
+        _SAMPLER_CLASS = SeededSampler
+    generator_device = device if device.startswith("cuda") else "cpu"
+    generators = []
+    for seed in seeds:
+        gen = torch.Generator(device=generator_device)
+        gen.manual_seed(seed)
+        generators.append(gen)
+    return _SAMPLER_CLASS(generators, temperature, top_p)
+
+
+def render_request(tokenizer, request: GenRequest, use_chat_template: bool = True) -> tuple[str, bool]:
+    """The full model input text for a request, and whether it already holds special tokens.
+
+    Module-level so the trainers render training inputs with this very function. A chat
+    template that rejects a system turn (some do) gets the system text folded into the
+    user turn instead.
+    """
+    if use_chat_template and tokenizer.chat_template:
+        messages = [{"role": "user", "content": request.prompt}]
+        if request.system:
+            messages.insert(0, {"role": "system", "content": request.system})
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - jinja's TemplateError, raised by the template itself
+            if not request.system or "system" not in str(exc).lower():
+                raise
+            folded = [{"role": "user", "content": f"{request.system}\n\n{request.prompt}"}]
+            text = tokenizer.apply_chat_template(folded, tokenize=False, add_generation_prompt=True)
+        return text + request.response_prefix, True
+    system = f"{request.system}\n\n" if request.system else ""
+    return f"{system}{request.prompt}{request.response_prefix}", False
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
     ids = set()
-    configured = getattr(model.generation_config, "eos_token_id", None)
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):
         ids.add(configured)
     elif configured:

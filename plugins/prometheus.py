@@ -9,14 +9,16 @@ bounded re-asks is unscored, with the reason.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Sequence
 
-from persona_eval.errors import UsageError
 from persona_eval.hookspecs import hookimpl
 from persona_eval.interfaces import Generator, Judge
 from persona_eval.records import GenParams, GenRequest, PairRequest, Verdict
 from persona_eval.util import stable_hash
+
+logger = logging.getLogger("persona_eval.prometheus")
 
 _RESULT_MARK = re.compile(r"\[RESULT\]", re.IGNORECASE)
 
@@ -28,10 +30,28 @@ def _templates():
     return REL_SYSTEM_PROMPT, RELATIVE_PROMPT_WO_REF
 
 
+_BARE_LETTER = re.compile(r"[\s(\[]*[AB][\s)\].]*", re.IGNORECASE)
+_TRAILING_DECORATION = re.compile(r"[\s*_`\"'.!]+$")
+
+
 def parse_relative(text: str) -> str | None:
+    """The "[RESULT] A|B" verdict that closes the text, read by prometheus-eval's own parser.
+
+    The package's pattern runs in MULTILINE mode, so on its own it also accepts a
+    "[RESULT] A" that ends an earlier line with more text after it. We hand it only the
+    last line (plus the line before when the last is a bare letter, as in "[RESULT]\nA"),
+    so the verdict it finds is the one that ends the output.
+    """
     from prometheus_eval.parser import parse_output
 
-    _, result = parse_output(text.strip(), mode="relative")
+    stripped = _TRAILING_DECORATION.sub("", text or "")
+    lines = stripped.splitlines()
+    if not lines:
+        return None
+    tail = lines[-1]
+    if len(lines) > 1 and _BARE_LETTER.fullmatch(tail):
+        tail = lines[-2] + "\n" + tail
+    _, result = parse_output(tail, mode="relative")
     return result
 
 
@@ -56,6 +76,7 @@ class PrometheusJudge(Judge):
         self.system, self.template = _templates()
         self.preferred_batch_size = getattr(generator, "preferred_batch_size", 8)
         self._logprobs_supported: bool | None = None
+        self._warned = False
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -86,9 +107,13 @@ class PrometheusJudge(Judge):
         pending = list(range(len(pairs)))
         attempt = 0
         if not self.feedback:
-            if not self._has_logprobs():
-                raise UsageError("prometheus: feedback=false needs a judge backend with log-probabilities (e.g. hf)")
-            pending = []
+            if self._has_logprobs():
+                pending = []
+            elif not self._warned:
+                # The demo task asks for feedback=false for its small local judge; on a backend
+                # without log-probabilities the judge simply writes its feedback.
+                logger.warning("prometheus: feedback=false needs log-probabilities, which this backend lacks; writing feedback")
+                self._warned = True
         while pending and attempt < self.max_attempts:
             attempt += 1
             requests = [self._request(pairs[i], attempt) for i in pending]
@@ -135,7 +160,10 @@ class PrometheusJudge(Judge):
             if p_a is not None and p_a != 0.5:
                 verdicts[i] = Verdict(winner="A" if p_a > 0.5 else "B", raw=texts.get(i, ""), prob_a=p_a, attempts=attempts)
             else:
-                reason = "no [RESULT] A/B verdict in the judge output" + (f" after {attempts} attempts" if attempts > 1 else "")
+                reason = "no [RESULT] A/B verdict at the end of the judge output"
+                if p_a == 0.5:
+                    reason = "P(A) = P(B) after [RESULT]" if not self.feedback else reason + ", and P(A) = P(B)"
+                reason += f" after {attempts} attempts" if attempts > 1 else ""
                 verdicts[i] = Verdict(winner=None, raw=texts.get(i, ""), prob_a=p_a, unscored_reason=reason, attempts=attempts)
 
 

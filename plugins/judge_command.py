@@ -1,0 +1,49 @@
+"""The `persona-eval judge RUN_DIR` command: re-judge a finished run's generations.
+
+Nothing is regenerated. The judgments, config and results go to
+``RUN_DIR/judge-<judges>-<model>-<hash>/`` (see `persona_eval.judging`), so the run's
+own ``results.json`` stays as it was and each judge set keeps its own folder.
+"""
+
+from __future__ import annotations
+
+import click
+
+from persona_eval.hookspecs import hookimpl
+
+
+@click.command(name="judge")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--judge", "judges", multiple=True,
+              help="Judge name, or NAME@MODEL_SPEC for its own model; repeat for a majority vote (default: the run's).")
+@click.option("--judge-model", default=None, help="Model the judges run on (default: the run's), e.g. openai:gpt-4o.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write (default: RUN_DIR/judge-<judges>-<model>-<hash>).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def judge_command(run_dir, judges, judge_model, output_dir, no_cache, bootstrap, as_json, quiet):
+    """Judge the saved generations of RUN_DIR again (other judges or judge model), without regenerating."""
+    from persona_eval.components import close_generators
+    from persona_eval.judging import rejudge
+    from persona_eval.report import render_results
+
+    try:
+        results = rejudge(
+            run_dir, judges=tuple(judges), judge_model=judge_model, output_dir=output_dir,
+            use_cache=not no_cache, resamples=bootstrap, progress=not quiet,
+        )
+    finally:
+        close_generators()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(results, indent=2, default=str))
+    else:
+        render_results(results)
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(judge_command)
