@@ -114,12 +114,15 @@ def persona_source_choice(source, retriever, persona_file, persona, on_missing):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<derived>).")
 @click.option("--include-path", "include_paths", multiple=True, type=click.Path(), help="Extra folder of task YAML files.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Local copy of the task's hub dataset (default: $PERSONA_EVAL_DATA_DIR, else the hub).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge_model, persona_source, retriever,
-        persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, no_cache, bootstrap, as_json, quiet):
+        persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, data_dir, no_cache, bootstrap, as_json,
+        quiet):
     """Generate with a test model and a baseline, judge both orders, report dPQ."""
     from .components import close_generators
     from .report import render_results
@@ -137,6 +140,7 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         judges=tuple(judges), judge_model=judge_model, persona_source=persona_source,
         persona_source_options=source_options, limit=limit, seed=seed,
         output_dir=output_dir, include_paths=tuple(include_paths), use_cache=not no_cache, bootstrap=bootstrap,
+        data_dir=data_dir,
     )
     try:
         results = Run(options, progress=not quiet).execute()

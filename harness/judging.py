@@ -165,10 +165,17 @@ def run_judges(
             todo = [(k, p) for k, p in pairs if _record_key(k) not in done]
             bar = progress.add(f"judge {choice.label}", len(pairs), len(pairs) - len(todo))
 
-            def on_result(j: int, verdict: Verdict, cached: bool, todo=todo, done=done, bar=bar, label=choice.label, judge_key=judge_key):
+            batch_size = max(1, judge.preferred_batch_size)
+            written = [0]
+
+            def on_result(j: int, verdict: Verdict, cached: bool, todo=todo, done=done, bar=bar, label=choice.label,
+                          judge_key=judge_key, batch_size=batch_size, written=written):
                 key, _ = todo[j]
-                record = {**key, "judge": label, "judge_key": judge_key, **verdict.to_dict(), "cached": cached}
+                record = {**key, "judge": label, "judge_key": judge_key, **_verdict_dict(verdict), "cached": cached}
                 writer.write(record)
+                written[0] += 1
+                if written[0] % batch_size == 0:
+                    writer.sync()
                 done[_record_key(key)] = record
                 progress.advance(bar)
                 if on_record is not None:
@@ -180,23 +187,34 @@ def run_judges(
                 inputs=todo,
                 # The order is part of the input: with identical responses the two orders
                 # would otherwise share one verdict.
-                payload=lambda entry: {**entry[1].cache_input(), "order": entry[0]["order"]},
-                compute=lambda batch, judge=judge: _synced(writer, judge.compare, [p for _, p in batch]),
-                encode=Verdict.to_dict,
+                payload=_pair_payload,
+                compute=lambda batch, judge=judge: judge.compare([p for _, p in batch]),
+                encode=_verdict_dict,
                 decode=Verdict.from_dict,
                 cache=cache,
-                batch_size=max(1, judge.preferred_batch_size),
+                batch_size=batch_size,
                 on_result=on_result,
+                # The next batch is judged while this one is stored: network judges stay busy.
+                overlap=True,
             )
             writer.sync()
             by_label[choice.label] = [r for key, r in done.items() if key in wanted]
     return by_label, identities
 
 
-def _synced(writer: JsonlWriter, compare, pairs):
-    """Sync the previous batch's records to disk, then judge the next batch."""
-    writer.sync()
-    return compare(pairs)
+def _pair_payload(entry: tuple[dict[str, str], PairRequest]) -> dict[str, Any]:
+    """The cache input of one judgment: `PairRequest.cache_input()` plus the order.
+
+    Built from ``vars`` rather than ``asdict`` (same dict, no deep copy: ~0.2 ms less per
+    judgment, which matters at hundreds of judgments per second).
+    """
+    key, pair = entry
+    return {**vars(pair), "id": None, "order": key["order"]}
+
+
+def _verdict_dict(verdict: Verdict) -> dict[str, Any]:
+    """`Verdict.to_dict()` without the deep copy."""
+    return {k: v for k, v in vars(verdict).items() if k != "cached"}
 
 
 def response_lengths(items: Sequence[JudgeItem], responses: Mapping[tuple[str, str], str]) -> dict[str, dict[str, int]]:

@@ -83,6 +83,18 @@ def render_input(
     return render_template(prompts[strategy], prompt=example.prompt, persona=persona)
 
 
+def render_response_prefix(template: str, example: Example, persona: str = "") -> str:
+    """The text the reply starts with (e.g. the paper's Mnemonic "Abate sounds like").
+
+    The task's `response_prefix` may use {{ prompt }} and {{ persona }}; a plain string is
+    returned as it is. Generators continue after it and return only the continuation, so
+    the judged response never contains the prefix.
+    """
+    if not template or ("{{" not in template and "{%" not in template):
+        return template
+    return render_template(template, prompt=example.prompt, persona=persona)
+
+
 def choose_shots(pool: Sequence[Example], k: int, seed: int, exclude_prompt: str) -> list[Example]:
     """k exemplars from the pool, deterministic given the seed, never the query's own prompt."""
     candidates = [e for e in pool if e.prompt.strip() != exclude_prompt.strip()]

@@ -24,7 +24,7 @@ from .errors import RunError, UsageError
 from .judging import JudgeItem, generator_stats, parse_judge_choices, run_judges, score
 from .jsonl import JsonlWriter, read_jsonl
 from .plugin_manager import notify
-from .prompting import choose_shots, render_input
+from .prompting import choose_shots, render_input, render_response_prefix
 from .records import Example, GenRequest, GenResult, PairRequest, Persona, Verdict
 from .stages import cached_map
 from .task_loading import Task, resolve_task
@@ -56,6 +56,7 @@ class RunOptions:
     use_cache: bool = True
     cache_path: str | None = None
     bootstrap: int = 1000
+    data_dir: str | None = None
 
 
 def package_versions(extra: Sequence[str] = ()) -> dict[str, str | None]:
@@ -104,6 +105,8 @@ class Run:
     def __init__(self, options: RunOptions, *, progress: bool = True):
         self.options = options
         self.task: Task = resolve_task(options.task, list(options.include_paths))
+        if options.data_dir:
+            self.task.use_data_dir(options.data_dir)
         spec = self.task.spec
         if options.split not in spec.splits:
             raise UsageError(f"task {self.task.name!r} has no split {options.split!r}; it has: {', '.join(spec.splits)}")
@@ -207,7 +210,8 @@ class Run:
         for example, persona in zip(examples, personas):
             shots = choose_shots(pool, spec.few_shot.k, self.seed, example.prompt) if pool else ()
             prompt = render_input(spec.prompts, strategy, example, persona.text, shots)
-            requests.append(GenRequest(id=example.id, prompt=prompt, params=params, system=spec.system_prompt, response_prefix=spec.response_prefix))
+            prefix = render_response_prefix(spec.response_prefix, example, persona.text)
+            requests.append(GenRequest(id=example.id, prompt=prompt, params=params, system=spec.system_prompt, response_prefix=prefix))
         return requests
 
     def _generate(self, examples, personas, progress: Progress) -> dict[tuple[str, str], dict[str, Any]]:

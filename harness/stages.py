@@ -4,6 +4,11 @@
 backend in batches, stores each batch as soon as it returns and reports every result
 through a callback (which writes the JSON Lines record and advances the progress bar).
 A killed run therefore loses at most the batch in flight.
+
+With ``overlap=True`` the next batch is computed (in one worker thread, so still one
+`compute` call at a time) while the results of the previous one are stored and
+reported: for network backends the bookkeeping then hides behind the requests. A
+killed run loses at most the two batches in flight.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ def cached_map(
     cache: ResultCache,
     batch_size: int,
     on_result: Callable[[int, Out, bool], None],
+    overlap: bool = False,
 ) -> dict[str, int]:
     """Run `compute` over the inputs the cache lacks; call `on_result(index, output, cached)` for all."""
     keys = [cache_key(stage, identity, payload(item)) for item in inputs]
@@ -47,9 +53,9 @@ def cached_map(
         if unique[keys[index]] != index:
             followers.setdefault(keys[index], []).append(index)
     todo = list(unique.values())
-    for start in range(0, len(todo), max(1, batch_size)):
-        batch = todo[start : start + batch_size]
-        outputs = compute([inputs[i] for i in batch])
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), max(1, batch_size))]
+
+    def finish(batch: list[int], outputs: list[Out]) -> None:
         if len(outputs) != len(batch):
             raise RuntimeError(f"{stage}: backend returned {len(outputs)} results for {len(batch)} inputs")
         cache.put_many(stage, [(keys[i], encode(out)) for i, out in zip(batch, outputs)])
@@ -57,4 +63,21 @@ def cached_map(
             on_result(index, output, False)
             for follower in followers.get(keys[index], ()):
                 on_result(follower, output, True)
+
+    if not overlap or len(batches) < 2:
+        for batch in batches:
+            finish(batch, compute([inputs[i] for i in batch]))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"persona-eval-{stage}")
+        try:
+            future = pool.submit(compute, [inputs[i] for i in batches[0]])
+            for number, batch in enumerate(batches):
+                outputs = future.result()
+                if number + 1 < len(batches):
+                    future = pool.submit(compute, [inputs[i] for i in batches[number + 1]])
+                finish(batch, outputs)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
     return {"total": len(inputs), "cached": len(inputs) - len(todo), "computed": len(todo)}

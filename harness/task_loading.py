@@ -21,6 +21,16 @@ from .records import Example
 from .util import file_hash, stable_hash
 
 DEFAULT_TASK = "demo"
+# A local copy of any hub dataset, when neither --data-dir nor the task's own variable names one.
+DATA_DIR_ENV = "PERSONA_EVAL_DATA_DIR"
+# How a split's files may lie in a local copy of a hub dataset, tried in this order inside
+# DIR/<config>/ and then DIR/: our own flat files, `huggingface-cli download` (push_to_hub
+# shards), the hub's parquet-converter branch and `Dataset.save_to_disk`.
+_LOCAL_PATTERNS = (
+    "{split}.parquet", "{split}.jsonl", "{split}.json", "{split}.csv",
+    "{split}-*.parquet", "{split}-*.jsonl", "{split}-*.json",
+    "{split}/*.parquet", "{split}/state.json",
+)
 
 
 def _node_line(root: yaml.Node | None, loc: tuple) -> int | None:
@@ -64,6 +74,7 @@ class Task:
     spec: Any  # TaskSpec
     path: Path
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    data_dir: str | None = None  # --data-dir: a local copy of the task's hub dataset
 
     @property
     def name(self) -> str:
@@ -80,33 +91,73 @@ class Task:
     def task_hash(self) -> str:
         return stable_hash(self.resolved(), 16)
 
-    def data_path(self, partition: str) -> Path | None:
-        """The local file of a data partition, or None when it must come from the hub."""
+    def use_data_dir(self, directory: str | os.PathLike) -> None:
+        """Read this hub task's data from a local copy (``--data-dir``) instead of the hub."""
+        if self.spec.dataset.hub is None:
+            raise UsageError(
+                f"--data-dir applies to tasks whose dataset comes from the Hugging Face hub; task {self.name!r} "
+                "reads local files named in its YAML", where=str(self.path),
+            )
+        self.data_dir = str(directory)
+        for key in ("data_hash", "_loaded"):
+            self.__dict__.pop(key, None)
+
+    def local_copy(self) -> tuple[Path, str] | None:
+        """(folder, what named it) of the local copy of a hub dataset, or None to use the hub."""
+        dataset = self.spec.dataset
+        if dataset.hub is None:
+            return None
+        for origin, value in (
+            ("--data-dir", self.data_dir),
+            (f"${dataset.data_dir_env}", os.environ.get(dataset.data_dir_env) if dataset.data_dir_env else None),
+            (f"${DATA_DIR_ENV}", os.environ.get(DATA_DIR_ENV)),
+        ):
+            if value:
+                folder = Path(os.path.expanduser(value))
+                if not folder.is_dir():
+                    raise UsageError(f"local copy of {dataset.hub.path!r} not found: {value!r} (from {origin}) is not a folder")
+                return folder.resolve(), origin
+        return None
+
+    def local_files(self, partition: str) -> list[Path] | None:
+        """The files of a partition: the task's own file, the files of a local copy, or None (hub)."""
         value = getattr(self.spec.dataset, partition, None)
         if value is None:
             return None
         if self.spec.dataset.hub is None:
-            return (self.base_dir / value).resolve()
-        local = _local_copy(self.spec.dataset)
+            return [(self.base_dir / value).resolve()]
+        local = self.local_copy()
         if local is None:
             return None
-        for suffix in (".parquet", ".jsonl", ".json", ".csv"):
-            candidate = Path(local) / f"{value}{suffix}"
-            if candidate.exists():
-                return candidate.resolve()
+        folder, origin = local
+        config = self.spec.dataset.hub.name
+        roots = [folder / config] if config and (folder / config).is_dir() else []
+        roots.append(folder)
+        for root in roots:
+            for pattern in _LOCAL_PATTERNS:
+                found = sorted(p for p in root.glob(pattern.format(split=glob_escape(value))) if p.is_file())
+                if found:
+                    return [p.resolve() for p in found]
+        where = f"{folder}/{config}/ or {folder}/" if config else f"{folder}/"
         raise UsageError(
-            f"local copy {local!r} (from ${self.spec.dataset.data_dir_env}) has no file for split {value!r} "
-            f"(looked for {value}.parquet, .jsonl, .json, .csv)",
+            f"the local copy {str(folder)!r} (from {origin}) has no file for split {value!r} of {self.spec.dataset.hub.path!r}"
+            f"{f' ({config})' if config else ''}: looked in {where} for {value}.parquet, {value}.jsonl, {value}.json, "
+            f"{value}.csv, {value}-*.parquet, {value}/*.parquet and {value}/ saved with save_to_disk",
             where=str(self.path),
         )
+
+    def data_path(self, partition: str) -> Path | None:
+        """The (first) local file of a data partition, or None when it must come from the hub."""
+        files = self.local_files(partition)
+        return files[0] if files else None
 
     @cached_property
     def data_hash(self) -> str:
         parts = {}
         for partition in ("test", "train", "fewshot"):
-            path = self.data_path(partition)
-            if path is not None and path.exists():
-                parts[partition] = file_hash(path, 16)
+            files = self.local_files(partition)
+            if files and all(f.exists() for f in files):
+                parts[partition] = file_hash(files[0], 16) if len(files) == 1 else [file_hash(f, 16) for f in files]
             elif getattr(self.spec.dataset, partition, None):
                 hub = self.spec.dataset.hub
                 parts[partition] = {"hub": hub.model_dump() if hub else None, "split": getattr(self.spec.dataset, partition)}
@@ -122,10 +173,10 @@ class Task:
         return getattr(self.spec.dataset, partition, None) is not None
 
 
-def _local_copy(dataset) -> str | None:
-    if dataset.data_dir_env and os.environ.get(dataset.data_dir_env):
-        return os.environ[dataset.data_dir_env]
-    return None
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
 
 
 def load_task(path: str | os.PathLike) -> Task:
@@ -170,6 +221,7 @@ def _check_templates(task: Task, root) -> None:
                 where=f"{task.path}:{line}",
             )
     templates = {("prompts", k): v for k, v in spec.prompts.items()}
+    templates[("response_prefix",)] = spec.response_prefix
     for name, criterion in spec.judge.criteria.items():
         templates[("judge", "criteria", name, "instruction")] = criterion.instruction
     for loc, template in templates.items():
@@ -219,20 +271,51 @@ def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     raise UsageError(f"unsupported data file type {suffix!r} (use .jsonl, .json, .csv, .tsv or .parquet)", where=str(path))
 
 
-def _load_hub_records(task: Task, partition: str) -> list[tuple[str, dict[str, Any]]]:
-    hub = task.spec.dataset.hub
-    split = getattr(task.spec.dataset, partition)
+def _import_datasets():
     try:
         import datasets
     except ImportError as exc:
-        raise UsageError("loading a hub dataset needs the 'datasets' package: pip install 'persona-eval[data]'") from exc
+        raise UsageError("loading a hub dataset (or a local copy of one) needs the 'datasets' package: "
+                         "pip install 'persona-eval[data]'") from exc
+    return datasets
+
+
+def _load_local_copy(task: Task, partition: str, files: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """A split of a local copy, read by `datasets` exactly as it reads the hub's files."""
+    datasets = _import_datasets()
+    first = files[0]
+    label = str(first) if len(files) == 1 else f"{first.parent}/{getattr(task.spec.dataset, partition)}"
+    try:
+        if first.name == "state.json":
+            ds = datasets.load_from_disk(str(first.parent))
+        else:
+            suffix = first.suffix.lower()
+            builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}[suffix]
+            ds = datasets.load_dataset(builder, data_files={"data": [str(f) for f in files]}, split="data")
+    except Exception as exc:  # noqa: BLE001 - arrow, JSON and schema errors alike name the file
+        message = str(exc).strip().splitlines()
+        raise UsageError(f"cannot read the local copy: {type(exc).__name__}: {message[0] if message else ''}",
+                         where=label) from exc
+    return [(f"{label}[{i}]", dict(r)) for i, r in enumerate(ds)]
+
+
+def _load_hub_records(task: Task, partition: str) -> list[tuple[str, dict[str, Any]]]:
+    hub = task.spec.dataset.hub
+    split = getattr(task.spec.dataset, partition)
+    datasets = _import_datasets()
     try:
         ds = datasets.load_dataset(hub.path, hub.name, revision=hub.revision, split=split)
     except Exception as exc:  # noqa: BLE001 - hub, network and cache errors alike
-        hint = f" or set {task.spec.dataset.data_dir_env} to a local copy" if task.spec.dataset.data_dir_env else ""
+        detail = str(exc).strip().splitlines()
+        env = task.spec.dataset.data_dir_env
+        variables = f"${env} or ${DATA_DIR_ENV}" if env and env != DATA_DIR_ENV else f"${DATA_DIR_ENV}"
+        layout = f"DIR/{hub.name}/{split}.parquet" if hub.name else f"DIR/{split}.parquet"
         raise UsageError(
-            f"cannot load hub dataset {hub.path!r} ({hub.name}, split {split}): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
-            f"the hub is unreachable and no local copy is configured{hint}",
+            f"neither the Hugging Face hub nor a local copy of {hub.path!r} is reachable: loading "
+            f"{f'config {hub.name!r}, ' if hub.name else ''}split {split!r}"
+            f"{f' at revision {hub.revision}' if hub.revision else ''} from the hub failed "
+            f"({type(exc).__name__}: {detail[0] if detail else 'no message'}) and no local copy is configured; "
+            f"download the dataset and pass --data-dir DIR or set {variables} (e.g. {layout} or .jsonl)",
             where=str(task.path),
         ) from exc
     return [(f"{hub.path}/{split}[{i}]", dict(r)) for i, r in enumerate(ds)]
@@ -241,8 +324,14 @@ def _load_hub_records(task: Task, partition: str) -> list[tuple[str, dict[str, A
 def _load_examples(task: Task, partition: str) -> list[Example]:
     if not task.has_partition(partition):
         raise UsageError(f"task {task.name!r} has no {partition!r} data (dataset.{partition} is not set)", where=str(task.path))
-    path = task.data_path(partition)
-    records = _load_hub_records(task, partition) if path is None else _read_records(path)
+    files = task.local_files(partition)
+    path = files[0] if files else None
+    if files is None:
+        records = _load_hub_records(task, partition)
+    elif task.spec.dataset.hub is not None:
+        records = _load_local_copy(task, partition, files)
+    else:
+        records = _read_records(files[0])
     fields = task.spec.fields
     examples: list[Example] = []
     seen: dict[str, str] = {}
@@ -265,12 +354,22 @@ def _load_examples(task: Task, partition: str) -> list[Example]:
                 else:
                     raise UsageError(f"field {key!r} must be text, got {type(value).__name__}", where=where)
             values[role] = value
+        # Precomputed retrieved personas travel in `extra` under fixed names (the `precomputed` source).
+        retrieved = {}
+        for role in ("chosen_persona_retrieved", "rejected_persona_retrieved"):
+            key = getattr(fields, role)
+            if key:
+                value = record.get(key)
+                if value is not None and not isinstance(value, str):
+                    raise UsageError(f"field {key!r} must be text, got {type(value).__name__}", where=where)
+                retrieved[role] = value or ""
         item_id = str(record[fields.id]) if fields.id and record.get(fields.id) not in (None, "") else f"{partition}-{index}"
         if item_id in seen:
             raise UsageError(f"duplicate id {item_id!r} (first at {seen[item_id]})", where=where)
         seen[item_id] = where
         mapped = {getattr(fields, r) for r in values} | {fields.id}
-        extra = {k: v for k, v in record.items() if k not in mapped}
+        mapped |= {getattr(fields, r) for r in retrieved}
+        extra = {k: v for k, v in record.items() if k not in mapped} | retrieved
         examples.append(Example(id=item_id, extra=extra, **values))
     if not examples:
         raise UsageError(f"no items in the {partition} data", where=str(path or task.path))

@@ -43,6 +43,9 @@ class FieldMap(Strict):
     rejected: str = "rejected"
     chosen_persona: str = "chosen_persona"
     rejected_persona: str = "rejected_persona"
+    # Precomputed retrieved personas shipped with a dataset (the `precomputed` persona source).
+    chosen_persona_retrieved: str | None = None
+    rejected_persona_retrieved: str | None = None
 
 
 class GenerationSpec(Strict):
@@ -132,7 +135,9 @@ class TaskSpec(Strict):
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
     prompts: dict[str, str] = Field(default_factory=dict)
     system_prompt: str | None = None
-    response_prefix: str = ""
+    response_prefix: str = Field(
+        default="", description="text the reply starts with; a Jinja template with {{ prompt }} and {{ persona }}"
+    )
     strategies: Strategies = Field(default_factory=Strategies)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)

@@ -253,6 +253,13 @@ def _view_row(row: dict[str, Any], rank: int, splits: list[str], source_dir: Pat
     }
 
 
+def _retriever_label(retriever: dict[str, Any] | None) -> str | None:
+    if retriever is None:
+        return None
+    name = retriever.get("name") or retriever.get("model") or "retriever"
+    return f"{name} ({short_identity(retriever)})"
+
+
 def render_html(doc: dict[str, Any], *, source_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
                 links: bool = True) -> str:
     """The whole page as a string (``doc`` must be a valid leaderboard).
@@ -282,7 +289,7 @@ def render_html(doc: dict[str, Any], *, source_dir: str | os.PathLike | None = N
             "judge_identity": short_identity(group["judges"]["identity"]),
             "baseline_identity": short_identity(group["baseline"]["identity"]),
             "source_identity": short_identity(group["persona_source"]["identity"]),
-            "retriever": None if group["persona_source"]["retriever"] is None else short_identity(group["persona_source"]["retriever"]),
+            "retriever": _retriever_label(group["persona_source"]["retriever"]),
         })
     template = _environment().get_template("page.html.j2")
     # css and js are this package's own files (hashed into the CSP above), never results data.

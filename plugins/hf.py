@@ -239,7 +239,8 @@ class HFGenerator(Generator):
                 "model": self.display_name,
                 "revision": model_revision(self.path, self.revision, trust_remote_code=self.trust_remote_code),
                 "adapter": f"sha256:{weights_fingerprint(Path(self.adapter))}" if self.adapter else None,
-                "dtype": self.dtype_name,
+                # The dtype actually used: "auto" means float32 on CPU but bfloat16 on a GPU.
+                "dtype": str(_resolve_dtype(self.dtype_name, self.device)).replace("torch.", ""),
                 "chat_template": self.use_chat_template,
             }
         return self._identity
@@ -262,28 +263,36 @@ class HFGenerator(Generator):
             rendered = {i: self.render(requests[i]) for i in indices}
             # Longest first: similar lengths share a batch, and an OOM shows up at once.
             indices.sort(key=lambda i: -len(rendered[i][0]))
-            start = 0
-            while start < len(indices):
-                batch = indices[start : start + self.batch_size]
-                try:
-                    outputs = self._generate_batch([rendered[i] for i in batch], params)
-                except RuntimeError as exc:
-                    if not _is_oom(exc):
-                        raise
-                    self._empty_cache()
-                    if self.auto_batch and self.batch_size > 1:
-                        self.batch_size = max(1, len(batch) // 2)
-                        logger.warning("hf: out of memory; batch size now %d", self.batch_size)
-                        continue
-                    hint = "even at batch size 1" if self.batch_size == 1 else "use batch_size=auto or a smaller batch_size"
-                    raise RunError(f"hf: out of memory generating with {self.display_name!r} ({hint})") from exc
-                for i, output in zip(batch, outputs):
-                    results[i] = output
-                start += len(batch)
+            ordered = [rendered[i] for i in indices]
+            outputs = self._batched(ordered, lambda chunk: self._generate_batch(chunk, params))
+            for i, output in zip(indices, outputs):
+                results[i] = output
         missing = [requests[i].id for i, r in enumerate(results) if r is None]
         if missing:
             raise RunError(f"hf: no output for item(s) {', '.join(missing[:5])}")
         return results  # type: ignore[return-value]
+
+    def _batched(self, items: list, run) -> list:
+        """`run` over consecutive batches; with batch_size=auto, an out-of-memory batch is halved and retried."""
+        out: list = []
+        start = 0
+        while start < len(items):
+            batch = items[start : start + self.batch_size]
+            try:
+                outputs = run(batch)
+            except RuntimeError as exc:
+                if not _is_oom(exc):
+                    raise
+                self._empty_cache()
+                if self.auto_batch and len(batch) > 1:
+                    self.batch_size = max(1, len(batch) // 2)
+                    logger.warning("hf: out of memory; batch size now %d", self.batch_size)
+                    continue
+                hint = "even one request at a time" if len(batch) == 1 else "use batch_size=auto or a smaller batch_size"
+                raise RunError(f"hf: out of memory running {self.display_name!r} ({hint})") from exc
+            out.extend(outputs)
+            start += len(batch)
+        return out
 
     def _empty_cache(self) -> None:
         import torch
@@ -337,18 +346,21 @@ class HFGenerator(Generator):
 
         model, tokenizer = self._load()
         choice_ids = choice_token_ids(tokenizer, choices)
-        out: list[dict[str, float]] = []
         texts = [self.render(r) for r in requests]
-        for start in range(0, len(texts), self.batch_size):
-            encoded = self._encode(texts[start : start + self.batch_size])
+
+        def run(chunk):
+            encoded = self._encode(chunk)
             with torch.inference_mode():
                 logits = model(**encoded, logits_to_keep=1).logits[:, -1, :].float()
             probs = torch.softmax(logits, dim=-1)
+            found = []
             for row in probs:
                 mass = [float(row[ids].sum()) for ids in choice_ids]
                 total = sum(mass) or 1.0
-                out.append({c: m / total for c, m in zip(choices, mass)})
-        return out
+                found.append({c: m / total for c, m in zip(choices, mass)})
+            return found
+
+        return self._batched(texts, run) if texts else []
 
 
 def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[list[int]]:

@@ -117,6 +117,8 @@ def register_commands(cli):
                 raise UsageError(f"{option} is out of range")
         if chosen_persona_field == rejected_persona_field:
             raise UsageError("--chosen-persona-field and --rejected-persona-field must differ")
+        if Path(source).expanduser().exists() and Path(source).expanduser().resolve() == Path(output).expanduser().resolve():
+            raise UsageError("-o must not be the input file itself", where=str(output))
         names = FieldNames(prompt=prompt_field, chosen=chosen_field, rejected=rejected_field, id=id_field or None)
         pairs = load_pairs(source, names=names, hf_config=hf_config, hf_split=hf_split, revision=revision, limit=limit or None)
         load_exemplars(exemplars)  # a bad exemplars file fails before any model loads

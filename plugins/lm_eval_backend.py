@@ -85,7 +85,7 @@ class LMEvalGenerator(Generator):
                 self._lm = self.lm_class.create_from_arg_obj(dict(self.options))
             except TypeError as exc:
                 raise UsageError(f"lm-eval: model {self.model_type!r} rejected its options: {exc}") from exc
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise RunError(f"lm-eval: cannot load {self.model_type!r}: {str(exc).splitlines()[0]}") from exc
         return self._lm
 

@@ -111,7 +111,7 @@ def _server_message(raw: bytes) -> str:
 
 def _number(name: str, value: Any, cast):
     if cast is int and isinstance(value, float) and not value.is_integer():
-        value = "not whole"
+        raise UsageError(f"openai: {name}={value!r} is not an integer")
     try:
         return cast(value)
     except (TypeError, ValueError):

@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from persona_eval.errors import RunError, UsageError
 from persona_eval.hookspecs import hookimpl
@@ -661,7 +661,6 @@ def infer_file(
     names=None,
     progress: bool = True,
     cache=None,
-    on_item: Callable[[dict], None] | None = None,
     generator: Generator | None = None,
 ) -> dict[str, Any]:
     """Infer both personas of every pair into `output` (JSON Lines), resuming what is already there."""
@@ -740,8 +739,6 @@ def infer_file(
                     writer.write(record)
                 else:
                     dropped_writer.write(record)
-                if on_item is not None:
-                    on_item(record)
                 bar.advance(task)
     from persona_eval.jsonl import read_jsonl
 

@@ -53,11 +53,6 @@ class FieldNames:
 # ---- reading records -------------------------------------------------------------------
 
 
-def is_local_input(source: str) -> bool:
-    path = Path(source).expanduser()
-    return path.exists() or path.suffix.lower() in LOCAL_SUFFIXES
-
-
 def read_local_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(location, record) pairs of a local data file; locations are file:line or file[row]."""
     from persona_eval.task_loading import _read_records

@@ -32,6 +32,7 @@ def register_commands(cli):
 
         from persona_eval.components import build_generator
         from persona_eval.errors import UsageError
+        from persona_eval.records import GenParams, GenRequest
         from persona_eval.spec import parse_model_spec
 
         try:
@@ -48,6 +49,12 @@ def register_commands(cli):
             if not api_key:
                 raise UsageError(f"--api-key-env {api_key_env}: that environment variable is empty or unset")
         generator = build_generator(model)
+        # Load the model before announcing the server, so the first clients do not time out on it.
+        click.echo(f"Loading {model}...", err=True)
+        try:
+            generator.generate([GenRequest(id="warm-up", prompt="Hello", params=GenParams(max_new_tokens=1))])
+        except UsageError:
+            pass  # a backend that cannot answer this probe (precomputed outputs) has nothing to load
         responder = GeneratorResponder(
             generator, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
             logprob_choices=[c.strip() for c in logprob_choices.split(",") if c.strip()],

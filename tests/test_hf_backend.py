@@ -46,11 +46,14 @@ def test_adapter_folder_must_hold_an_adapter(embedded_model_dir, tmp_path):
 
 
 def test_identity_pins_weights_tokenizer_and_options(embedded_model_dir, tmp_path):
-    identity = HFGenerator("embedded").identity()
+    identity = HFGenerator("embedded", device="cpu").identity()
     assert identity["backend"] == "hf" and identity["revision"].startswith("sha256:")
-    assert identity["adapter"] is None
-    assert HFGenerator("embedded", dtype="bfloat16").identity() != identity
-    assert HFGenerator("embedded", chat_template=False).identity() != identity
+    assert identity["adapter"] is None and identity["dtype"] == "float32"
+    assert HFGenerator("embedded", device="cpu", dtype="bfloat16").identity() != identity
+    # On CPU "auto" is float32, so both spellings share cache entries.
+    assert HFGenerator("embedded", dtype="float32", device="cpu").identity() == \
+        HFGenerator("embedded", device="cpu").identity()
+    assert HFGenerator("embedded", device="cpu", chat_template=False).identity() != identity
     # The fingerprint covers the chat template: editing it must give another identity.
     copy = tmp_path / "copy"
     shutil.copytree(embedded_model_dir, copy)

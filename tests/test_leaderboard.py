@@ -224,6 +224,15 @@ def test_allow_mixed_groups_incomparable_results(runs, tmp_path):
     assert page.count('<table class="lb"') == 3 and "Mixed leaderboard" in page
 
 
+def test_retriever_is_recorded_and_shown(tmp_path):
+    run = make_run(tmp_path / "runs", "r", split="rejected")
+    edit_results(run, lambda d: d["persona_source"].update(name="retrieved", identity={
+        "source": "retrieved", "k": 5, "retriever": {"name": "bm25<b>", "k1": 1.5}}))
+    doc = build_leaderboard([tmp_path / "runs"])
+    assert doc["groups"][0]["persona_source"]["retriever"] == {"name": "bm25<b>", "k1": 1.5}
+    assert "retriever <code>bm25&lt;b&gt; (" in render_html(doc)
+
+
 def test_same_model_split_twice_is_refused(runs, tmp_path):
     again = make_run(tmp_path / "more", "alpha-again", split="rejected", model="hf:alpha", dpq=1.0)
     with pytest.raises(UsageError, match="a second result for model 'hf:alpha', strategy 'pt', split 'rejected'") as info:

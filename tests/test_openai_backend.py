@@ -361,7 +361,7 @@ def test_serve_openai_command_serves_a_generator(tmp_path):
             generator.close()
         assert texts == ["answer 2", "answer 0"]
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         try:
             assert process.wait(15) == 0
         finally:

@@ -23,11 +23,29 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_TRAIN = REPO / "tasks" / "demo" / "data" / "train.jsonl"
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from persona_eval.cli import main; main()", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process, so the embedded model loads once per test session."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from persona_eval import plugin_manager
+    from persona_eval.cli import cli as group
+
+    if "infer" not in group.commands:
+        plugin_manager.call_each("register_commands", cli=group)
+    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+    result = CliRunner(**separate).invoke(group, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 class ScriptedGenerator(Generator):
@@ -362,6 +380,42 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == [data]
 
 
+def test_infer_and_pi_accuracy_over_an_openai_compatible_api(tmp_path):
+    """Any generator backend: a real OpenAI-compatible server on loopback answers as a PI model and as a judge."""
+    from persona_eval.testing.openai_server import serve
+
+    seen = []
+
+    def respond(chat) -> str:
+        system, prompt, prefix = chat.parts()
+        seen.append((system, prefix))
+        if "Which response would this user prefer?" in prompt:  # the PI-accuracy judge
+            persona = prompt.split("Persona:", 1)[1].split("\n", 1)[0]
+            first = prompt.split("Response A:", 1)[1].split("Response B:", 1)[0]
+            return "A" if ("careful answer" in first) == ("reader" in persona) else "B"
+        preferred = prompt.rsplit("Preferred response:", 1)[1].split("Other response:", 1)[0]
+        return " a reader and prefers long answers." if "careful answer" in preferred else " a skimmer and prefers short answers."
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p.record) + "\n" for p in _pairs(3)))
+    out = tmp_path / "personas.jsonl"
+    with serve(respond) as server:
+        model = f"openai:pi-test,base_url={server.base_url}"
+        result = cli("infer", str(data), "-o", str(out), "--model", model, "--quiet", "--json", "--no-cache")
+        assert result.returncode == 0, result.stderr
+        judged = cli("pi-accuracy", str(out), "--judge-model", model, "--quiet", "--json", "--no-cache")
+        assert judged.returncode == 0, judged.stderr
+    assert json.loads(result.stdout)["counts"]["kept"] == 6
+    records = read_jsonl(out)
+    assert [r["chosen_persona"] for r in records] == ["The user is a reader and prefers long answers."] * 3
+    assert [r["rejected_persona"] for r in records] == ["The user is a skimmer and prefers short answers."] * 3
+    assert records[0]["persona_inference"]["model_identity"]["backend"] == "openai"
+    assert (pi.SYSTEM_PROMPT, pi.PERSONA_PREFIX) in seen
+    report = json.loads(judged.stdout)
+    assert report["mode"] == "text"
+    assert report["chosen"]["accuracy"] == 1.0 and report["rejected"]["accuracy"] == 1.0 and report["chosen"]["unparseable"] == 0
+
+
 # ---- end to end with the embedded model ------------------------------------------------
 
 
@@ -371,7 +425,7 @@ def test_infer_end_to_end_resume_and_task(tmp_path, embedded_model_dir):
     args = ("infer", str(DEMO_TRAIN), "-o", str(out), "--model", "hf:embedded", "--limit", "2", "--k", "1",
             "--max-new-tokens", "24", "--max-response-chars", "300", "--quiet", "--json",
             "--parquet", str(tmp_path / "personas.parquet"))
-    first = cli(*args)
+    first = invoke(*args)
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert summary["counts"]["items"] == 2 and summary["counts"]["personas"] == 4
@@ -392,10 +446,11 @@ def test_infer_end_to_end_resume_and_task(tmp_path, embedded_model_dir):
     before = out.read_text()
     lines = before.splitlines(keepends=True)
     out.write_text("".join(lines[:-1]) + lines[-1][:20])
-    second = cli(*args)
+    second = invoke(*args)
     assert second.returncode == 0, second.stderr
     resumed = json.loads(second.stdout)
-    assert resumed["resumed"] == 1 + summary["counts"]["items_dropped"] and resumed["counts"] == summary["counts"] | {"requests_this_run": resumed["counts"]["requests_this_run"]}
+    assert resumed["resumed"] == 1  # one of the two items survived the crash
+    assert resumed["counts"] == summary["counts"] | {"requests_this_run": resumed["counts"]["requests_this_run"]}
     assert resumed["counts"]["requests_this_run"]["computed"] == 0
     assert out.read_text() == before
 
@@ -405,10 +460,10 @@ def test_infer_end_to_end_resume_and_task(tmp_path, embedded_model_dir):
         "name: inferred-demo\ndataset:\n  test: personas.jsonl\n  train: personas.jsonl\n"
         "generation:\n  max_new_tokens: 12\njudge:\n  options:\n    feedback: false\n"
     )
-    validated = cli("validate", str(task))
+    validated = invoke("validate", str(task))
     assert validated.returncode == 0, validated.stderr
-    run = cli("run", "--task", str(task), "--split", "rejected", "--limit", "1", "--quiet", "--json",
-              "--output-dir", str(tmp_path / "run"), cwd=tmp_path)
+    run = invoke("run", "--task", str(task), "--split", "rejected", "--limit", "1", "--quiet", "--json",
+                 "--output-dir", str(tmp_path / "run"))
     assert run.returncode == 0, run.stderr
     generations = read_jsonl(tmp_path / "run" / "generations.jsonl")
     assert {g["persona"] for g in generations} == {kept[0]["rejected_persona"]}
@@ -422,7 +477,7 @@ def test_inferred_persona_source_in_a_run(tmp_path, embedded_model_dir):
         "persona_source: inferred\npersona_source_options:\n  k: 1\n  max_new_tokens: 24\n  max_response_chars: 300\n"
         "generation:\n  max_new_tokens: 8\njudge:\n  options:\n    feedback: false\n"
     )
-    run = cli("run", "--task", str(task), "--persona-source", "inferred", "--pi-model", "hf:embedded", "--split", "chosen",
+    run = invoke("run", "--task", str(task), "--persona-source", "inferred", "--pi-model", "hf:embedded", "--split", "chosen",
               "--limit", "1", "--quiet", "--json", "--output-dir", str(tmp_path / "run"))
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)

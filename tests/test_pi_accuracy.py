@@ -25,6 +25,24 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
 
 
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process, so the embedded model loads once per test session."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from persona_eval import plugin_manager
+    from persona_eval.cli import cli as group
+
+    if "infer" not in group.commands:
+        plugin_manager.call_each("register_commands", cli=group)
+    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+    result = CliRunner(**separate).invoke(group, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.mark.parametrize(
     "text, choice",
     [("A", "A"), ("B.", "B"), ("Answer: B", "B"), ("(A) because it is longer", "A"), ("Response B is better.", "B"),
@@ -153,7 +171,7 @@ def test_logprobs_judge_on_the_demo_task(tmp_path, embedded_model_dir):
     out = tmp_path / "pi.json"
     args = ("pi-accuracy", "demo", "--judge-model", "hf:embedded", "--limit", "2", "--max-response-chars", "300",
             "--quiet", "--json", "-o", str(out))
-    result = cli(*args)
+    result = invoke(*args)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["mode"] == "logprobs" and report["source"]["task"] == "demo"
@@ -163,5 +181,5 @@ def test_logprobs_judge_on_the_demo_task(tmp_path, embedded_model_dir):
         assert 0.0 <= entry["accuracy"] <= 1.0 and 0.0 < entry["mean_prob_target"] < 1.0
     saved = json.loads(out.read_text())
     assert len(saved["answers"]) == 8 and all(0.0 < a["prob_a"] < 1.0 for a in saved["answers"])
-    again = json.loads(cli(*args).stdout)
+    again = json.loads(invoke(*args).stdout)
     assert again["requests"]["cached"] == 8 and again["chosen"] == report["chosen"]

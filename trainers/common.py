@@ -163,6 +163,14 @@ def resolve_inputs(base_model: str | None, from_: str | None) -> tuple[BaseModel
     return base, start
 
 
+def _launcher_rank() -> int:
+    """This process's global rank as torchrun / accelerate launch set it (0 when not launched)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def prepare_output(output: str | Path, *, resume: bool, overwrite: bool) -> Path:
     """Check the output folder: new or empty, ours to overwrite, or ours to resume."""
     out = Path(output).expanduser()
@@ -460,7 +468,9 @@ def train(
     if not task_obj.has_partition("train"):
         raise UsageError(f"task {task_obj.name!r} has no train split (dataset.train is not set)", where=str(task_obj.path))
     base, start = resolve_inputs(base_model, from_)
-    out = prepare_output(output, resume=resume, overwrite=overwrite)
+    main_process = _launcher_rank() == 0
+    # Under `accelerate launch` only rank 0 checks and clears the folder: the others would race its deletion.
+    out = prepare_output(output, resume=resume, overwrite=overwrite) if main_process else Path(output).expanduser()
     tokenizer = load_tokenizer(base)
     data = build_training_data(
         task_obj, kind, persona, tokenizer, use_chat_template=config.chat_template, limit=limit,
@@ -472,7 +482,7 @@ def train(
         previous = outputs.read_metadata(out)
         if previous and previous.get("data", {}).get("rows_hash") not in (None, data.data_hash):
             raise UsageError(f"--resume: the training data differs from the interrupted run's ({str(out)!r}); same task, --persona and --limit please")
-    elif out.exists() and any(out.iterdir()):
+    elif main_process and out.exists() and any(out.iterdir()):
         shutil.rmtree(out)  # --overwrite of an earlier training output, checked above
     out.mkdir(parents=True, exist_ok=True)
 

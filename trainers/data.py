@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from persona_eval.errors import RunError, UsageError
-from persona_eval.prompting import render_input
+from persona_eval.prompting import render_input, render_response_prefix
 from persona_eval.records import Example, GenRequest
 from persona_eval.util import stable_hash
 
@@ -61,7 +61,8 @@ def eval_request(task, example: Example, strategy: str, persona: str) -> GenRequ
     """The request `persona-eval run` makes for this example (generation params aside)."""
     spec = task.spec
     prompt = render_input(spec.prompts, strategy, example, persona)
-    return GenRequest(id=example.id, prompt=prompt, system=spec.system_prompt, response_prefix=spec.response_prefix)
+    prefix = render_response_prefix(spec.response_prefix, example, persona)
+    return GenRequest(id=example.id, prompt=prompt, system=spec.system_prompt, response_prefix=prefix)
 
 
 def eval_token_ids(tokenizer, text: str, has_specials: bool) -> list[int]:

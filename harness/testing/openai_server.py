@@ -729,7 +729,15 @@ def serve(responder: Any, **options: Any) -> OpenAIServer:
 
 
 def run_server(responder: Any, *, ready: Callable[[OpenAIServer], None] | None = None, **options: Any) -> None:
-    """Serve in the foreground until interrupted (Ctrl-C)."""
+    """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, interrupt)
     server = OpenAIServer(responder, **options).start()
     try:
         if ready is not None:
@@ -740,3 +748,5 @@ def run_server(responder: Any, *, ready: Callable[[OpenAIServer], None] | None =
         pass
     finally:
         server.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
