@@ -104,7 +104,8 @@ def persona_source_choice(source, retriever, persona_file, persona, on_missing):
 @click.option("--strategy", default=None, help="How the test model sees the persona (baseline, inline, pt, pt_fs).")
 @click.option("--baseline", default=None, help="Baseline model spec (default: the test model).")
 @click.option("--baseline-strategy", default=None, help="How the baseline sees the persona (default: baseline).")
-@click.option("--judge", "judges", multiple=True, help="Judge name; repeat for several judges.")
+@click.option("--judge", "judges", multiple=True,
+              help="Judge name (prometheus, gpt-4o, ...) or NAME@MODEL_SPEC; repeat for a majority vote of several judges.")
 @click.option("--judge-model", default=None, help="Model the judge runs on, e.g. hf:embedded.")
 @click.option("--persona-source", default=None, help="gold, retrieved, user, ... (default: the task's).")
 @persona_options
@@ -227,9 +228,16 @@ def plugins():
 
 
 def _add_plugin_commands() -> None:
-    from .plugin_manager import call_each
+    from .plugin_manager import call_each, record_registration
 
-    call_each("register_commands", cli=cli)
+    known = set(cli.commands)
+
+    def after(plugin: str) -> None:
+        for name in sorted(set(cli.commands) - known):
+            record_registration(plugin, "command", name)
+            known.add(name)
+
+    call_each("register_commands", cli=cli, after=after)
 
 
 def main(argv=None) -> None:

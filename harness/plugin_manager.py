@@ -117,17 +117,31 @@ def plugin_infos() -> dict[str, PluginInfo]:
     return _infos
 
 
-def call_each(hook_name: str, **kwargs) -> list[tuple[str, object]]:
-    """Call one hook plugin by plugin, isolating failures; returns (plugin, result) pairs."""
+def call_each(hook_name: str, *, per_plugin=None, after=None, **kwargs) -> list[tuple[str, object]]:
+    """Call one hook plugin by plugin, isolating failures; returns (plugin, result) pairs.
+
+    ``per_plugin(name)`` may add keyword arguments for one plugin (e.g. a ``register``
+    that records what that plugin registered); ``after(name)`` runs after each success.
+    """
     manager = get_plugin_manager()
     results = []
     for impl in getattr(manager.hook, hook_name).get_hookimpls():
         info = _infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "?", None, None, False)
         try:
-            results.append((impl.plugin_name, impl.function(**kwargs)))
+            extra = per_plugin(impl.plugin_name) if per_plugin else {}
+            results.append((impl.plugin_name, impl.function(**kwargs, **extra)))
+            if after:
+                after(impl.plugin_name)
         except Exception as exc:  # noqa: BLE001
             report_plugin_failure(info, hook_name, exc)
     return results
+
+
+def record_registration(plugin: str, kind: str, name: str) -> None:
+    """Note that a plugin registered something (shown by `persona-eval plugins`)."""
+    info = _infos.get(plugin)
+    if info is not None and name not in info.registered.setdefault(kind, []):
+        info.registered[kind].append(name)
 
 
 def notify(hook_name: str, **kwargs) -> None:

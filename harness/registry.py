@@ -152,5 +152,13 @@ def task_paths() -> list[str]:
     from . import plugin_manager as plugins
 
     paths: list[str] = []
-    plugins.call_each("register_task_paths", register=lambda p: paths.append(str(p)))
+
+    def per_plugin(plugin: str):
+        def register(path) -> None:
+            paths.append(str(path))
+            plugins.record_registration(plugin, "task path", str(path))
+
+        return {"register": register}
+
+    plugins.call_each("register_task_paths", per_plugin=per_plugin)
     return paths

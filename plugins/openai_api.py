@@ -38,7 +38,6 @@ Spec: ``openai:MODEL[,base_url=http://127.0.0.1:8000/v1][,max_concurrency=32][,t
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import email.utils
 import json
@@ -57,6 +56,9 @@ from persona_eval.errors import RunError, UsageError
 from persona_eval.hookspecs import hookimpl
 from persona_eval.interfaces import Generator
 from persona_eval.records import GenRequest, GenResult
+from persona_eval.util import LazyModule
+
+asyncio = LazyModule("asyncio")  # imported on first use: `persona-eval --help` imports this module
 
 logger = logging.getLogger("persona_eval.openai")
 

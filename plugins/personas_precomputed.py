@@ -33,14 +33,28 @@ class PrecomputedPersonas(PersonaSource):
         fields = task.spec.fields
         self.task = task
         self.on_missing = on_missing
-        # (column in the data, key in Example.extra) per side; an explicit column is read raw.
+        # Where each column of the data ended up in an Example: a mapped field is an attribute
+        # (or, for the retrieved personas, a fixed `extra` key); any other column stays in `extra`.
+        self._attributes = {getattr(fields, role): role for role in ("prompt", "chosen", "rejected", "chosen_persona", "rejected_persona")}
+        self._attributes.pop(None, None)
+        # (column in the data, key in Example.extra or attribute) per side.
         self.columns: dict[str, tuple[str | None, str | None]] = {}
         for side, given in (("chosen", chosen_field), ("rejected", rejected_field)):
             if given:
-                self.columns[side] = (str(given), str(given))
+                given = str(given)
+                mapped_as = next((role for role in ROLE_KEYS.values() if getattr(fields, role) == given), None)
+                self.columns[side] = (given, mapped_as or given)
             else:
                 mapped = getattr(fields, ROLE_KEYS[side])
                 self.columns[side] = (mapped, ROLE_KEYS[side] if mapped else None)
+
+    def _value(self, example: Example, column: str, key: str) -> tuple[Any, bool]:
+        """(value, present) of a column for one example."""
+        if key in example.extra:
+            return example.extra[key], True
+        if column in self._attributes:
+            return getattr(example, self._attributes[column]), True
+        return None, False
 
     def identity(self) -> dict[str, Any]:
         return {"source": "precomputed", "columns": {side: column for side, (column, _) in self.columns.items()},
@@ -56,7 +70,7 @@ class PrecomputedPersonas(PersonaSource):
             )
         out = []
         for example in examples:
-            value = example.extra.get(key)
+            value, present = self._value(example, column, key)
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"item {example.id!r}: column {column!r} must be text, got {type(value).__name__}")
             text = (value or "").strip()
@@ -64,7 +78,7 @@ class PrecomputedPersonas(PersonaSource):
                 if self.on_missing == "skip":
                     out.append(Persona(text=None, source="precomputed", provenance={"item_id": example.id, "missing": True}))
                     continue
-                where = "is empty" if key in example.extra else "is not in the data"
+                where = "is empty" if present else "is not in the data"
                 raise UsageError(f"item {example.id!r} has no precomputed {split} persona (column {column!r} {where})")
             out.append(Persona(text=text, source="precomputed",
                                provenance={"item_id": example.id, "side": split, "column": column}))

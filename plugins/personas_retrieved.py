@@ -136,28 +136,28 @@ class RetrievedPersonas(PersonaSource):
             by_id[item.id] = i
         no_persona = {i for i, item in enumerate(train) if not item.persona_for(split).strip()}
 
-        excluded: list[dict[int, str]] = []
+        # Per test item, the training items that would leak it (itself, or its prompt again).
+        leaks: list[dict[int, str]] = []
         for example in examples:
-            reasons = {i: f"no {split} persona" for i in no_persona}
-            for i in by_prompt.get(normalize_prompt(example.prompt), ()):
-                reasons[i] = "same prompt as the test item"
+            reasons = {i: "same prompt as the test item" for i in by_prompt.get(normalize_prompt(example.prompt), ())}
             if example.id in by_id:
                 reasons[by_id[example.id]] = "the test item itself (same id)"
-            excluded.append(reasons)
+            leaks.append(reasons)
 
         # Ask for enough hits that k usable ones remain after dropping every excluded item.
-        depth = min(len(train), self.k + max((len(r) for r in excluded), default=0))
+        depth = min(len(train), self.k + len(no_persona) + max((len(r) for r in leaks), default=0))
         results = self._search([e.prompt for e in examples], depth)
         identity = self.retriever.identity()
         out: list[Persona] = []
-        for example, reasons, hits in zip(examples, excluded, results):
+        for example, reasons, hits in zip(examples, leaks, results):
             usable, skipped = [], []
             for rank, (index, score) in enumerate(hits, start=1):
                 if not 0 <= index < len(train):
                     raise RunError(f"retriever {self.retriever_name!r} returned index {index} for {len(train)} training items")
-                if index in reasons:
+                reason = reasons.get(index) or (f"no {split} persona" if index in no_persona else None)
+                if reason:
                     if not usable:
-                        skipped.append({"train_id": train[index].id, "rank": rank, "score": score, "reason": reasons[index]})
+                        skipped.append({"train_id": train[index].id, "rank": rank, "score": score, "reason": reason})
                     continue
                 usable.append((rank, index, score))
                 if len(usable) == self.k:

@@ -50,12 +50,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from persona_eval.errors import RunError, UsageError
 from persona_eval.hookspecs import hookimpl
 from persona_eval.interfaces import Retriever
-from persona_eval.util import cache_dir, safe_slug, stable_hash
+from persona_eval.util import LazyModule, cache_dir, safe_slug, stable_hash
+
+np = LazyModule("numpy")  # imported on first use: `persona-eval --help` imports this module
 
 logger = logging.getLogger("persona_eval.retrievers")
 

@@ -24,9 +24,11 @@ pytestmark = pytest.mark.slow
 def run_cli(output_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
     env.update({"COLUMNS": "200", "NO_COLOR": "1"})
+    # One intra-op thread: on a shared 2-core box two spinning OpenMP threads run ~10x slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
         [sys.executable, "-m", "persona_eval.cli", "run", "--limit", "2", "--output-dir", str(output_dir), "--quiet"],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=840,
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from persona_eval import plugin_manager, registry
+from persona_eval import plugin_manager
 from persona_eval.cli import cli, persona_source_choice
 from persona_eval.components import build_persona_source
 from persona_eval.errors import UsageError
@@ -415,10 +415,23 @@ def test_personas_command_user_file_errors_exit_2_and_write_nothing(tmp_path):
 # ---- end to end (embedded model) -------------------------------------------------------
 
 
+def small_demo(folder: Path) -> Path:
+    """The demo task with short generations, so the embedded model's run stays quick."""
+    spec = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    spec["dataset"] = {k: str((DEMO_DIR / v).resolve()) for k, v in spec["dataset"].items()}
+    spec["generation"]["max_new_tokens"] = 12
+    spec["judge"]["generation"]["max_new_tokens"] = 48
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "demo-small.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
 @pytest.mark.slow
 def test_run_with_retrieved_personas_end_to_end(tmp_path, embedded_model_dir):
     run_dir = tmp_path / "run"
-    result = invoke("run", "--persona-source", "retrieved", "--limit", "2", "--output-dir", run_dir, "--quiet", "--bootstrap", "50")
+    result = invoke("run", "--task", small_demo(tmp_path), "--persona-source", "retrieved", "--limit", "2",
+                    "--output-dir", run_dir, "--quiet", "--bootstrap", "50")
     assert result.returncode == 0, result.stderr + result.stdout
     results = json.loads((run_dir / "results.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
@@ -440,15 +453,14 @@ def test_run_with_retrieved_personas_end_to_end(tmp_path, embedded_model_dir):
 def test_run_with_user_personas_skips_missing_items(tmp_path, embedded_model_dir):
     persona_file = _write_jsonl(tmp_path / "p.jsonl", [
         {"id": "demo-test-001", "persona": "The user is a student and prefers short answers."},
-        {"id": "demo-test-003", "persona": "The user is a retiree and prefers detailed steps."},
     ])
     run_dir = tmp_path / "run"
-    result = invoke("run", "--persona-file", persona_file, "--on-missing", "skip", "--limit", "3",
-                    "--output-dir", run_dir, "--quiet", "--bootstrap", "50")
+    result = invoke("run", "--task", small_demo(tmp_path), "--persona-file", persona_file, "--on-missing", "skip",
+                    "--limit", "2", "--output-dir", run_dir, "--quiet", "--bootstrap", "50")
     assert result.returncode == 0, result.stderr + result.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert results["persona_source"]["name"] == "user"
     assert results["persona_source"]["skipped_items"] == ["demo-test-002"]
-    assert results["config"]["items"] == 2
-    assert sorted({r["item_id"] for r in _read(run_dir / "generations.jsonl")}) == ["demo-test-001", "demo-test-003"]
-    assert sorted({r["item_id"] for r in _read(run_dir / "judgments.jsonl")}) == ["demo-test-001", "demo-test-003"]
+    assert results["config"]["items"] == 1
+    assert {r["item_id"] for r in _read(run_dir / "generations.jsonl")} == {"demo-test-001"}
+    assert {r["item_id"] for r in _read(run_dir / "judgments.jsonl")} == {"demo-test-001"}

@@ -220,6 +220,7 @@ def test_cli_lists_a_broken_installed_plugin_as_failed(broken_dist):
     rows = {line.split("│")[1].strip(): line for line in completed.stdout.splitlines() if line.startswith("│")}
     assert "failed" in rows["fixture_broken"] and "pe-fixture-plugins" in rows["fixture_broken"]
     assert "0.3.1" in rows["fixture_good"] and "fixture/coin" in rows["fixture_good"]
+    assert "command: fixture-hello" in rows["fixture_good"] and "plugin_fixtures/tasks" in rows["fixture_good"]
     # The good plugin of the same distribution still works through the CLI.
     assert _cli(["fixture-hello"], broken_dist).stdout.strip() == "hello from pe_fixture_good"
 

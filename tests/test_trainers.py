@@ -208,13 +208,14 @@ def _adapter_state(model):
     return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model, adapter_name="default").items()}
 
 
-def _assert_reloads_bit_identically(result):
+def _assert_reloads_bit_identically(trained: dict, meta: dict, folder: Path):
+    """The adapter tensors read back from the folder equal the trained ones, bit for bit."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    trained = _adapter_state(result.model)
-    base = AutoModelForCausalLM.from_pretrained(result.metadata["base_model"]["path"], dtype=result.model.dtype)
-    reloaded = _adapter_state(PeftModel.from_pretrained(base, str(result.output_dir)))
+    dtype = next(iter(trained.values())).dtype
+    base = AutoModelForCausalLM.from_pretrained(meta["base_model"]["path"], dtype=dtype)
+    reloaded = _adapter_state(PeftModel.from_pretrained(base, str(folder)))
     assert trained.keys() == reloaded.keys() and len(trained) > 0
     for key, tensor in trained.items():
         assert tensor.dtype == reloaded[key].dtype and tensor.equal(reloaded[key]), key
@@ -230,8 +231,8 @@ def _assert_losses(meta, kind):
     assert meta["steps"]["global_step"] == 2 and meta["status"] == "complete"
 
 
-def _evaluate(cli, tmp_path, meta, name):
-    out = tmp_path / f"run-{name}"
+def _evaluate(cli, tmp_path, meta):
+    out = tmp_path / "run"
     result = invoke(
         cli, "run", "--task", "demo", "--model", meta["evaluate_with"]["model"], "--strategy", meta["evaluate_with"]["strategy"],
         "--baseline", "hf:embedded", "--limit", "2", "--output-dir", out, "--quiet",
@@ -240,13 +241,22 @@ def _evaluate(cli, tmp_path, meta, name):
     results = json.loads((out / "results.json").read_text())
     identity = results["identities"]["test"]
     assert identity["adapter"] == meta["adapter_hash"] and identity["revision"] == meta["base_model"]["identity"]["revision"]
+    assert results["identities"]["baseline"]["adapter"] is None
     generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len([g for g in generations if g["role"] == "test"]) == 2
-    return results
+
+
+def _train_api(kind, out, **options):
+    """Train through the Python API; keep the trained adapter tensors, drop the trainer."""
+    from persona_eval.trainers.common import train
+
+    result = train(kind, task="demo", output=out, max_steps=2, limit=8, quiet=True, **options)
+    return result.metadata, _adapter_state(result.model), result.data
 
 
 @pytest.fixture(scope="module")
 def sft_adapter(cli, tmp_path_factory, small_config, embedded_model_dir):
+    """PT_sft through the command line: 2 steps on the demo train split's first 8 items."""
     out = tmp_path_factory.mktemp("pt") / "sft"
     result = invoke(cli, "train", "sft", "--task", "demo", "--base-model", "hf:embedded", "--persona", "chosen", "--output", out,
                     "--config", small_config, "--max-steps", "2", "--limit", "8", "--quiet")
@@ -254,58 +264,77 @@ def sft_adapter(cli, tmp_path_factory, small_config, embedded_model_dir):
     return out
 
 
-@pytest.mark.slow
-def test_pt_sft_then_pt_dpo_then_evaluate(cli, sft_adapter, small_config, tmp_path):
-    from persona_eval.trainers.common import train
+@pytest.fixture(scope="module")
+def pt_dpo(sft_adapter, tmp_path_factory, small_config):
+    """PT_dpo from the SFT adapter; no --base-model: the adapter's recorded base is used."""
     from persona_eval.trainers.config import load_config
 
-    sft_meta = json.loads((sft_adapter / "metadata.json").read_text())
-    _assert_losses(sft_meta, "sft")
-    assert sft_meta["kind"] == "sft" and sft_meta["persona_mode"] == "chosen" and sft_meta["strategy"] == "pt"
-    assert sft_meta["base_model"]["spec"] == "hf:embedded" and sft_meta["base_model"]["identity"]["revision"].startswith("sha256:")
-    assert sft_meta["data"]["items"] == 8 and sft_meta["data"]["train_rows"] + sft_meta["data"]["eval_rows"] == 8
-    assert sft_meta["hyperparameters"]["lora_effective"]["r"] == 16 and sft_meta["hyperparameters"]["learning_rate"] == 2e-5
-    assert sft_meta["versions"]["trl"] and sft_meta["versions"]["peft"] and sft_meta["task"]["data_hash"]
+    out = tmp_path_factory.mktemp("pt") / "dpo"
+    meta, trained, _ = _train_api("dpo", out, base_model=None, from_=str(sft_adapter), persona="chosen",
+                                  config=load_config(small_config))
+    return meta, trained, out
+
+
+@pytest.fixture(scope="module")
+def baseline_dpo(tmp_path_factory, small_config, embedded_model_dir):
+    from persona_eval.trainers.config import load_config
+
+    out = tmp_path_factory.mktemp("baseline") / "dpo"
+    meta, trained, data = _train_api("dpo", out, base_model="hf:embedded", persona="none", config=load_config(small_config))
+    return meta, trained, out, data
+
+
+@pytest.mark.slow
+def test_pt_sft_output(sft_adapter):
+    meta = json.loads((sft_adapter / "metadata.json").read_text())
+    _assert_losses(meta, "sft")
+    assert meta["kind"] == "sft" and meta["persona_mode"] == "chosen" and meta["strategy"] == "pt"
+    assert meta["base_model"]["spec"] == "hf:embedded" and meta["base_model"]["identity"]["revision"].startswith("sha256:")
+    assert meta["data"]["items"] == 8 and meta["data"]["train_rows"] + meta["data"]["eval_rows"] == 8
+    assert meta["hyperparameters"]["lora_effective"]["r"] == 16 and meta["hyperparameters"]["learning_rate"] == 2e-5
+    assert meta["versions"]["trl"] and meta["versions"]["peft"] and meta["task"]["data_hash"]
     assert (sft_adapter / "README.md").read_text().startswith("# PT_sft adapter")
     assert (sft_adapter / "adapter_model.safetensors").exists() and (sft_adapter / "tokenizer.json").exists()
-    assert not (sft_adapter / "checkpoints").exists()
+    assert not (sft_adapter / "checkpoints").exists() and not (sft_adapter / "training_args.bin").exists()
 
-    # PT_dpo from the SFT adapter; no --base-model: the adapter's recorded base is used.
-    result = train("dpo", task="demo", base_model=None, from_=str(sft_adapter), persona="chosen", output=tmp_path / "dpo",
-                   config=load_config(small_config), max_steps=2, limit=8, quiet=True)
-    meta = result.metadata
+
+@pytest.mark.slow
+def test_pt_dpo_continues_the_sft_adapter_and_reloads_bit_identically(pt_dpo, sft_adapter):
+    from safetensors.torch import load_file
+
+    meta, trained, out = pt_dpo
+    sft_meta = json.loads((sft_adapter / "metadata.json").read_text())
     _assert_losses(meta, "dpo")
     assert meta["started_from"]["kind"] == "adapter" and meta["started_from"]["stage"] == "sft"
     assert meta["started_from"]["adapter_hash"] == sft_meta["adapter_hash"] != meta["adapter_hash"]
     assert meta["hyperparameters"]["beta"] == 0.1 and meta["hyperparameters"]["learning_rate"] == 5e-6
-    assert not (result.output_dir / "ref").exists()  # TRL's frozen reference copy is not saved
-    assert json.loads((result.output_dir / "metadata.json").read_text())["adapter_hash"] == meta["adapter_hash"]
-    _assert_reloads_bit_identically(result)
-    # The DPO adapter continued the SFT adapter: its weights moved away from the SFT ones.
-    from safetensors.torch import load_file
-
-    before, after = load_file(sft_adapter / "adapter_model.safetensors"), load_file(result.output_dir / "adapter_model.safetensors")
+    assert not (out / "ref").exists()  # TRL's frozen reference copy is not part of the output
+    assert json.loads((out / "metadata.json").read_text())["adapter_hash"] == meta["adapter_hash"]
+    _assert_reloads_bit_identically(trained, meta, out)
+    # One adapter on the original base: the SFT adapter's tensors, moved on by DPO.
+    before, after = load_file(sft_adapter / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert before.keys() == after.keys() and any(not before[k].equal(after[k]) for k in before)
-    del result
-    _evaluate(cli, tmp_path, meta, "pt-dpo")
 
 
 @pytest.mark.slow
-def test_baseline_dpo_never_sees_a_persona_and_evaluates(cli, small_config, tmp_path, embedded_model_dir):
-    from persona_eval.trainers.common import train
-    from persona_eval.trainers.config import load_config
+def test_pt_dpo_evaluates_with_persona_eval_run(cli, pt_dpo, tmp_path):
+    _evaluate(cli, tmp_path, pt_dpo[0])
 
-    result = train("dpo", task="demo", base_model="hf:embedded", persona="none", output=tmp_path / "dpo",
-                   config=load_config(small_config), max_steps=2, limit=8, quiet=True)
-    meta = result.metadata
+
+@pytest.mark.slow
+def test_baseline_dpo_never_sees_a_persona_and_reloads_bit_identically(baseline_dpo):
+    meta, trained, out, data = baseline_dpo
     _assert_losses(meta, "dpo")
     assert meta["persona_mode"] == "none" and meta["strategy"] == "baseline" and meta["started_from"] is None
     assert meta["evaluate_with"]["strategy"] == "inline"  # the paper gives standard DPO the persona in the first person
-    assert all("Persona:" not in row["prompt"] for row in result.data.train + result.data.eval)
-    assert (result.output_dir / "README.md").read_text().startswith("# baseline DPO adapter")
-    _assert_reloads_bit_identically(result)
-    del result
-    _evaluate(cli, tmp_path, meta, "dpo-none")
+    assert all("Persona:" not in row["prompt"] for row in data.train + data.eval)
+    assert (out / "README.md").read_text().startswith("# baseline DPO adapter")
+    _assert_reloads_bit_identically(trained, meta, out)
+
+
+@pytest.mark.slow
+def test_baseline_dpo_evaluates_with_persona_eval_run(cli, baseline_dpo, tmp_path):
+    _evaluate(cli, tmp_path, baseline_dpo[0])
 
 
 @pytest.mark.slow
@@ -329,7 +358,7 @@ def test_ctrl_c_leaves_a_usable_adapter_and_resumes(tmp_path, embedded_model_dir
     assert meta["status"] == "interrupted" and meta["interrupted"] and not meta["stopped_mid_step"]
     assert meta["steps"]["global_step"] == 2 and math.isfinite(meta["losses"]["last_loss"])
     assert signal.getsignal(signal.SIGINT) is handler_before  # our handler is gone again
-    _assert_reloads_bit_identically(result)
+    _assert_reloads_bit_identically(_adapter_state(result.model), meta, out)
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
     assert "Interrupted" in (out / "README.md").read_text()
     del result

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -482,12 +481,13 @@ def train(
         previous = outputs.read_metadata(out)
         if previous and previous.get("data", {}).get("rows_hash") not in (None, data.data_hash):
             raise UsageError(f"--resume: the training data differs from the interrupted run's ({str(out)!r}); same task, --persona and --limit please")
-    elif main_process and out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)  # --overwrite of an earlier training output, checked above
-    out.mkdir(parents=True, exist_ok=True)
 
     _disable_library_progress()
     model = load_model(base, config, start)
+    # Only now, with every input checked and the model loaded, is the folder touched.
+    if not resume and main_process and out.exists() and any(out.iterdir()):
+        shutil.rmtree(out)  # --overwrite of an earlier training output, checked above
+    out.mkdir(parents=True, exist_ok=True)
     peft_config = lora_config(config) if start is None or start.kind != "adapter" else None
     progress = RichProgressCallback(f"train {kind} ({persona})", enabled=not quiet)
     interrupt = GracefulInterrupt()
@@ -499,6 +499,13 @@ def train(
         trainer.train(resume_from_checkpoint=True if resume else None)
     except KeyboardInterrupt:
         hard_stop = True
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise RunError(
+                f"out of memory training {base.display_name!r} (batch {config.per_device_batch_size}, max length "
+                f"{config.max_length}): lower per_device_batch_size or max_length, or set gradient_checkpointing: true"
+            ) from exc
+        raise
     finally:
         interrupt.uninstall()
         progress.close()
@@ -517,6 +524,3 @@ def train(
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return TrainResult(out, metadata, trainer, data)
 
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -98,6 +98,10 @@ def save(trainer, tokenizer, out: Path, *, kind, task, base, start, persona, dat
     from .data import summary
 
     trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        # A pickle of the Trainer's arguments: metadata.json holds them as JSON, and a file
+        # that differs with the output path would make identical adapters hash differently.
+        (out / "training_args.bin").unlink(missing_ok=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
     state = trainer.state
     losses = losses_from(state.log_history, state.best_metric)

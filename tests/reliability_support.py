@@ -1,0 +1,221 @@
+"""Fixtures shared by the reliability tests and the `bench/` scripts: synthetic tasks and loopback responders.
+
+- `write_task(folder, n)`: a task YAML and ``test.jsonl`` with ``n`` items (gold personas);
+- `write_outputs(path, n, role)`: precomputed responses for the `file` backend;
+- `judge_text(prompt)` / `gen_text(prompt)`: deterministic answers that depend only on a hash of
+  the request, so a resumed or faulty run must reproduce an uninterrupted one exactly; about
+  one judge answer in twelve carries no verdict (the judge re-asks) and one pair in twenty
+  never gets one (recorded unscored, with the reason);
+- `judge_responder(latency_ms)` / `gen_responder(latency_ms)`: async responders for
+  `persona_eval.testing.openai_server.serve`;
+- `ServerProcess`: that server in a child process (its own GIL), for benchmarks;
+- `cli(...)`: ``persona-eval`` as a subprocess, with an isolated cache and plugin environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+TASK_YAML = """\
+name: {name}
+version: 1
+description: Synthetic items for the reliability tests and benchmarks.
+dataset:
+  test: test.jsonl
+splits: [chosen, rejected]
+persona_source: gold
+strategies:
+  test: pt
+  baseline: baseline
+generation:
+  max_new_tokens: 64
+judge:
+  name: gpt-4o
+  max_attempts: 2
+  generation:
+    max_new_tokens: 64
+"""
+
+TOPICS = ("bread", "budgets", "running", "houseplants", "chess", "tax forms", "bicycles", "sleep", "knots", "tea")
+TRAITS = ("a busy parent", "a retired engineer", "a first-year student", "a nurse on night shifts", "a hobby chef")
+PREFERS = ("short, direct steps", "detailed background", "humour", "checklists", "sources and numbers")
+
+
+def item(index: int) -> dict[str, Any]:
+    topic = TOPICS[index % len(TOPICS)]
+    return {
+        "id": f"item-{index:05d}",
+        "prompt": f"Question {index}: how should I get started with {topic}?",
+        "chosen": f"A careful answer about {topic}.",
+        "rejected": f"A hasty answer about {topic}.",
+        "chosen_persona": f"The user is {TRAITS[index % len(TRAITS)]} and prefers {PREFERS[index % len(PREFERS)]}.",
+        "rejected_persona": f"The user is {TRAITS[(index + 2) % len(TRAITS)]} and prefers {PREFERS[(index + 3) % len(PREFERS)]}.",
+    }
+
+
+def write_task(folder: Path, n: int, *, name: str = "reliability") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "test.jsonl", "w", encoding="utf-8") as handle:
+        for index in range(n):
+            handle.write(json.dumps(item(index)) + "\n")
+    path = folder / "task.yaml"
+    path.write_text(TASK_YAML.format(name=name), encoding="utf-8")
+    return path
+
+
+def write_outputs(path: Path, n: int, role: str, *, words: int = 40) -> Path:
+    """{id: response}; the test model's answers mention the persona, the baseline's do not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outputs = {}
+    for index in range(n):
+        seed = _digest(f"{role}:{index}")
+        length = words + seed % words
+        filler = " ".join(f"w{(seed >> (i % 40)) % 97}" for i in range(length))
+        outputs[item(index)["id"]] = f"[{role}] answer {index}: {filler}."
+    path.write_text(json.dumps(outputs), encoding="utf-8")
+    return path
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def judge_text(prompt: str) -> str:
+    value = _digest(prompt)
+    # The judge's re-ask appends a reminder; a pair whose original prompt hashes to 0 mod 20
+    # never gets a verdict (recorded unscored), others miss one now and then (re-asked).
+    if _digest(prompt.split("\n\nReminder:")[0]) % 20 == 0 or value % 12 == 0:
+        return "Both responses have merits and I cannot decide."
+    return f"Rationale {value % 1000}: one response fits the criterion better.\nVerdict: {'AB'[value % 2]}"
+
+
+def gen_text(prompt: str) -> str:
+    value = _digest(prompt)
+    return f"Generated answer {value % 100000} " + " ".join(f"t{(value >> i) % 53}" for i in range(12 + value % 20))
+
+
+def _user_text(chat) -> str:
+    return "\n".join(m["content"] for m in chat.messages if m["role"] != "system")
+
+
+def judge_responder(latency_ms: float = 0.0):
+    from persona_eval.testing.openai_server import FunctionResponder
+
+    async def respond(chat):
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000.0)
+        return judge_text(_user_text(chat))
+
+    return FunctionResponder(respond)
+
+
+def gen_responder(latency_ms: float = 0.0):
+    from persona_eval.testing.openai_server import FunctionResponder
+
+    async def respond(chat):
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000.0)
+        return gen_text(_user_text(chat))
+
+    return FunctionResponder(respond)
+
+
+# ---- the server in its own process (benchmarks) ---------------------------------------
+
+
+def _serve(kind: str, latency_ms: float, conn) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from persona_eval.testing.openai_server import serve
+
+    responder = judge_responder(latency_ms) if kind == "judge" else gen_responder(latency_ms)
+    with serve(responder) as server:
+        conn.send(server.base_url)
+        while True:
+            command = conn.recv()
+            if command == "stats":
+                conn.send(server.stats.snapshot())
+            elif command == "stop":
+                break
+
+
+class ServerProcess:
+    """A loopback OpenAI-compatible server in a spawned child process."""
+
+    def __init__(self, kind: str = "judge", latency_ms: float = 0.0):
+        import multiprocessing as mp
+
+        context = mp.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(kind, latency_ms, child), daemon=True)
+        self.process.start()
+        self.base_url = self.conn.recv()
+
+    def stats(self) -> dict:
+        self.conn.send("stats")
+        return self.conn.recv()
+
+    def close(self) -> None:
+        try:
+            self.conn.send("stop")
+        except OSError:
+            pass
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---- the CLI as a subprocess --------------------------------------------------------------
+
+PLUGIN_ENV = ("PERSONA_EVAL_LOAD_PLUGINS", "PERSONA_EVAL_STRICT_PLUGINS")
+
+
+def cli_env(cache: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
+    env.update({"PERSONA_EVAL_CACHE": str(cache), "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "persona_eval.cli", *args]
+
+
+def cli(*args: str, cache: Path, timeout: float = 120, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout,
+                          env=env or cli_env(cache), cwd=cwd)
+
+
+def run_args(task: Path, out: Path, *, model: str, baseline: str, judge_model: str, judge: str = "gpt-4o",
+             limit: int = 0, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["run", "--task", str(task), "--split", "rejected", "--model", model, "--baseline", baseline,
+            "--judge", judge, "--judge-model", judge_model, "--limit", str(limit), "--output-dir", str(out),
+            "--bootstrap", "200", "--quiet", "--json", *extra]
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """Every line must parse: a torn or corrupt line fails the caller's test here."""
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if line == "":
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError as exc:
+            raise AssertionError(f"{path}:{number}: corrupt JSON Lines record: {exc}: {line[:120]!r}") from None
+    return out

@@ -1,0 +1,159 @@
+"""SIGKILL at random points of a real `persona-eval run`, resumed each time, ends exactly where an uninterrupted run ends.
+
+The run is real end to end: the CLI as a subprocess, the test model and the baseline on
+the `openai` backend against a loopback server that answers after 20 ms with a text
+derived from a hash of the request, the `gpt-4o` judge on another loopback server whose
+verdict is derived the same way (some never parse: those end up unscored, with a reason).
+The kill points are seeded: a target count of records on disk (spanning generation and
+judging) plus a random delay, so a kill lands in the middle of requests, record writes,
+cache writes and config writes alike.
+
+After every kill: each complete line on disk parses and no (item, role) or (item,
+criterion, order, judge) key is written twice. At the end: the records (without their
+``cached`` flag) and the metrics equal those of the uninterrupted run, with nothing lost,
+nothing duplicated, and no stray temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import reliability_support as rs
+from persona_eval.testing.openai_server import serve
+
+ITEMS = 30
+LATENCY_MS = 20
+GENERATIONS = ITEMS * 2
+JUDGMENTS = ITEMS * 2 * 2
+
+
+def _gen_key(record):
+    return (record["item_id"], record["role"])
+
+
+def _judge_key(record):
+    return (record["item_id"], record["criterion"], record["order"], record["judge"])
+
+
+def _content(records, key):
+    return {key(r): {k: v for k, v in r.items() if k != "cached"} for r in records}
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _complete_records(path: Path) -> tuple[list[dict], bool]:
+    """The records of every complete line; whether a torn (unterminated) last line follows them."""
+    if not path.exists():
+        return [], False
+    data = path.read_bytes()
+    *complete, tail = data.split(b"\n")
+    records = []
+    for number, line in enumerate(complete, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:  # a corrupt line that is not the tail: never acceptable
+            raise AssertionError(f"{path}:{number}: corrupt record after a kill: {exc}: {line[:100]!r}") from None
+    return records, bool(tail)
+
+
+def _check_no_duplicates(records, key, what):
+    keys = [key(r) for r in records]
+    duplicated = {k for k in keys if keys.count(k) > 1}
+    assert not duplicated, f"{what}: written twice: {sorted(duplicated)[:3]}"
+
+
+@pytest.fixture
+def servers():
+    with serve(rs.gen_responder(LATENCY_MS)) as generator, serve(rs.judge_responder(LATENCY_MS)) as judge:
+        yield generator, judge
+
+
+def _args(task, out, servers):
+    generator, judge = servers
+    # Small concurrency: batches of 8 generations and 16 judgments, so there are many
+    # batch boundaries to land on.
+    return rs.run_args(
+        task, out,
+        model=f"openai:test-model,base_url={generator.base_url},max_concurrency=2",
+        baseline=f"openai:base-model,base_url={generator.base_url},max_concurrency=2",
+        judge_model=f"openai:judge,base_url={judge.base_url},max_concurrency=4",
+    )
+
+
+@pytest.mark.parametrize("kills", [pytest.param(5, id="5-kills"), pytest.param(20, id="20-kills", marks=pytest.mark.slow)])
+def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path, servers, kills):
+    task = rs.write_task(tmp_path / "task", ITEMS)
+    reference_out, out = tmp_path / "reference", tmp_path / "killed"
+    reference = rs.cli(*_args(task, reference_out, servers), cache=tmp_path / "cache-reference")
+    assert reference.returncode == 0, reference.stderr
+    expected = json.loads(reference.stdout)
+    expected_gens = _content(rs.records(reference_out / "generations.jsonl"), _gen_key)
+    expected_judgments = _content(rs.records(reference_out / "judgments.jsonl"), _judge_key)
+    assert len(expected_gens) == GENERATIONS and len(expected_judgments) == JUDGMENTS
+    assert expected["metrics"]["judge_health"]["unscored_verdicts"] > 0  # the unscored path is exercised too
+
+    rng = random.Random(20250110 + kills)
+    total = GENERATIONS + JUDGMENTS
+    # Targets: records on disk before the kill (0 = during start-up), one drawn from each of
+    # `kills` equal strata of the run, so both stages get their share.
+    span = (total - 12) / kills
+    targets = [int(i * span + rng.uniform(0, span)) for i in range(kills)]
+    env = rs.cli_env(tmp_path / "cache-killed")
+    command = rs.cli_command(*_args(task, out, servers))
+    killed, torn_tails, phases = 0, 0, []
+    for target in targets:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if _count_lines(out / "generations.jsonl") + _count_lines(out / "judgments.jsonl") >= target:
+                break
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.04))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+        if process.returncode == -signal.SIGKILL:
+            killed += 1
+        else:
+            assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+        gens, gen_torn = _complete_records(out / "generations.jsonl")
+        judgments, judge_torn = _complete_records(out / "judgments.jsonl")
+        torn_tails += gen_torn + judge_torn
+        phases.append("generation" if len(gens) < GENERATIONS else "judging")
+        _check_no_duplicates(gens, _gen_key, "generations")
+        _check_no_duplicates(judgments, _judge_key, "judgments")
+        if process.returncode == -signal.SIGKILL:
+            results = out / "results.json"
+            assert not results.exists() or json.loads(results.read_text())["metrics"] == expected["metrics"]
+
+    # Every kill must have hit a live process, in both stages.
+    assert killed >= kills - 1, f"only {killed} of {kills} kills hit a running process"
+    assert "generation" in phases and "judging" in phases, phases
+
+    final = rs.cli(*_args(task, out, servers), cache=tmp_path / "cache-killed")
+    assert final.returncode == 0, final.stderr
+    resumed = json.loads(final.stdout)
+    gens = rs.records(out / "generations.jsonl")  # every line parses: no corrupt line survived
+    judgments = rs.records(out / "judgments.jsonl")
+    assert len(gens) == GENERATIONS and len(judgments) == JUDGMENTS  # nothing lost, nothing twice
+    assert _content(gens, _gen_key) == expected_gens
+    assert _content(judgments, _judge_key) == expected_judgments
+    assert resumed["metrics"] == expected["metrics"]
+    assert resumed["per_judge"] == expected["per_judge"]
+    assert json.loads((out / "results.json").read_text())["metrics"] == expected["metrics"]
+    strays = [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert strays == [], f"temporary files left behind: {strays}"
+    print(f"{killed} kills ({phases.count('generation')} in generation), {torn_tails} torn tails repaired")
