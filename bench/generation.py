@@ -11,7 +11,9 @@ same chat template, the same batch size and the same longest-first batching:
 2. persona-eval: ``HFGenerator.generate`` (the `hf` backend, as a run uses it);
 3. lm-eval: lm-evaluation-harness's ``HFLM.generate_until`` on the same rendered inputs.
 
-Each is timed ``--rounds`` times, interleaved, after a warm-up; the best time counts.
+The inputs are sorted longest first and cut into batches once; every backend gets the
+same batches. Timing is interleaved batch by batch, in an order that rotates, so a change
+in machine load hits all three alike; each batch's best time over ``--rounds`` counts.
 Throughput is generated tokens per second (each backend's own count; greedy outputs
 are compared too). Targets: persona-eval/raw >= 0.95 and persona-eval/lm-eval >= 1.0;
 ``--check`` exits 1 when a target is missed.
@@ -127,22 +129,33 @@ def main(argv=None) -> int:
             lm = get_model("hf")(pretrained=generator.path, dtype="float32", device=args.device, batch_size=args.batch_size)
             runners["lm-eval"] = lambda reqs: run_lm_eval(lm, tokenizer, reqs, args.max_new_tokens)
 
-    for run in runners.values():  # warm-up: first-call costs stay out of the timings
-        run(requests[: args.batch_size])
-    best: dict[str, float] = {}
-    outputs: dict[str, list[str]] = {}
-    tokens: dict[str, int] = {}
-    for _ in range(args.rounds):
-        for name, run in runners.items():
-            started = time.perf_counter()
-            outputs[name], tokens[name] = run(requests)
-            elapsed = time.perf_counter() - started
-            best[name] = min(best.get(name, elapsed), elapsed)
+    from persona_eval.plugins.hf import render_request
+
+    order = sorted(range(len(requests)), key=lambda i: -len(render_request(tokenizer, requests[i], True)[0]))
+    batches = [[requests[i] for i in order[k : k + args.batch_size]] for k in range(0, len(order), args.batch_size)]
+    names = list(runners)
+    for name in names:  # warm-up: first-call costs stay out of the timings
+        runners[name](batches[-1])
+    per_batch: dict[str, list[float]] = {name: [float("inf")] * len(batches) for name in names}
+    outputs: dict[str, dict[str, str]] = {name: {} for name in names}
+    tokens: dict[str, int] = {name: 0 for name in names}
+    for round_index in range(args.rounds):
+        for b, batch in enumerate(batches):
+            shift = (b + round_index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                started = time.perf_counter()
+                texts, count = runners[name](batch)
+                per_batch[name][b] = min(per_batch[name][b], time.perf_counter() - started)
+                if round_index == 0:
+                    tokens[name] += count
+                    outputs[name].update({r.id: t for r, t in zip(batch, texts)})
+    best = {name: sum(per_batch[name]) for name in names}
+    outputs = {name: [outputs[name][r.id] for r in requests] for name in names}  # type: ignore[misc]
 
     rate = {name: tokens[name] / best[name] for name in runners}
     print(f"generation throughput: {args.prompts} prompts, batch size {args.batch_size}, max_new_tokens "
           f"{args.max_new_tokens}, device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"best of {args.rounds} rounds, model {generator.display_name}")
+          f"{len(batches)} batches, each batch's best of {args.rounds} rounds, model {generator.display_name}")
     for name in runners:
         same = sum(a == b for a, b in zip(outputs[name], outputs["persona-eval"]))
         print(f"  {name:<13} {rate[name]:8.1f} tokens/s  ({tokens[name]} tokens in {best[name]:.2f} s; "

@@ -120,23 +120,45 @@ class ServerProcess:
 # ---- 1. the server's capacity ----------------------------------------------------------
 
 
-async def _capacity(base_url: str, body: dict, concurrency: int, total: int) -> float:
+async def _capacity(base_url: str, bodies: list[bytes], concurrency: int) -> float:
+    """Requests/s the server gives a bare client sending these exact bodies, `concurrency` at a time."""
     import aiohttp
 
-    queue = list(range(total))
+    queue: list[bytes] = []
+    headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def worker():
             while queue:
-                queue.pop()
-                async with session.post(f"{base_url}/chat/completions", json=body) as response:
+                body = queue.pop()
+                async with session.post(f"{base_url}/chat/completions", data=body, headers=headers) as response:
                     await response.read()
                     assert response.status == 200, response.status
 
-        await asyncio.gather(*[worker() for _ in range(concurrency)])  # warm the connections
-        queue.extend(range(total))
+        queue.extend(bodies[:concurrency])
+        await asyncio.gather(*[worker() for _ in range(concurrency)])  # open the connections
+        queue.extend(reversed(bodies))
         start = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
-        return total / (time.perf_counter() - start)
+        return len(bodies) / (time.perf_counter() - start)
+
+
+def judge_bodies(run_dir: Path, task_path: Path, judge_model: str) -> list[bytes]:
+    """The exact request bodies the run's judge sent: same prompts, same JSON."""
+    from persona_eval import registry
+    from persona_eval.components import build_generator, close_generators
+    from persona_eval.judging import JudgeItem, pair_requests
+    from persona_eval.records import GenParams
+    from persona_eval.task_loading import load_task
+
+    task = load_task(task_path)
+    records = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+    responses = {(r["item_id"], r["role"]): r["response"] for r in records}
+    items = [JudgeItem(r["item_id"], r["prompt"], r["persona"]) for r in records if r["role"] == "test"]
+    generator = build_generator(judge_model)
+    judge = registry.judges.create("prometheus", generator, params=GenParams(max_new_tokens=task.spec.judge.generation.max_new_tokens))
+    bodies = [json.dumps(generator.body(judge._request(pair, 1))).encode() for _, pair in pair_requests(task, items, responses)]
+    close_generators()
+    return bodies
 
 
 # ---- 2. and 3. runs ---------------------------------------------------------------------
@@ -192,7 +214,15 @@ def main() -> None:
     parser.add_argument("--kill-after", type=int, default=700, help="judgment records before the SIGKILL")
     parser.add_argument("--paper-outputs", type=Path, default=PAPER)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--concurrent-calls", type=int, default=None,
+                        help="override the openai backend's max_concurrent_calls in this process (what opting in gives)")
     args = parser.parse_args()
+    if args.concurrent_calls:
+        from persona_eval.plugins.openai_api import OpenAIGenerator
+
+        print(f"note: OpenAIGenerator.max_concurrent_calls set to {args.concurrent_calls} for the in-process run "
+              f"(declared: {getattr(OpenAIGenerator, 'max_concurrent_calls', 1)})")
+        OpenAIGenerator.max_concurrent_calls = args.concurrent_calls
     if not (args.paper_outputs / "beavertails").exists():
         sys.exit(f"paper outputs not found at {args.paper_outputs}")
 
@@ -203,25 +233,20 @@ def main() -> None:
     judgments = items * 2 * 2
     server = ServerProcess(args.latency_ms)
     judge_model = f"openai:prometheus-bench,base_url={server.base_url},max_concurrency={args.concurrency}"
-    report: dict = {"items": items, "judgments": judgments, "latency_ms": args.latency_ms, "concurrency": args.concurrency}
+    report: dict = {"concurrent_calls_override": args.concurrent_calls, "items": items, "judgments": judgments, "latency_ms": args.latency_ms, "concurrency": args.concurrency}
     try:
-        # 1. capacity with a judge-sized request body
-        sample = json.loads((args.paper_outputs / "beavertails" / "dpo__gold-rejected.json").read_text())[0]["response"]
-        body = {"model": "prometheus-bench", "max_tokens": 256, "temperature": 0, "messages": [
-            {"role": "system", "content": "You are a fair judge assistant."},
-            {"role": "user", "content": f"###Response A:\n{sample}\n\n###Response B:\n{sample[:200]}\n\n###Score Rubric:\n[x]"},
-        ]}
-        ideal = args.concurrency / (args.latency_ms / 1000.0)
-        capacity = asyncio.run(_capacity(server.base_url, body, args.concurrency, max(judgments, 4 * args.concurrency)))
-        report.update(ideal_per_s=round(ideal, 1), capacity_per_s=round(capacity, 1))
-        print(f"server: ideal {ideal:.0f} req/s ({args.concurrency} / {args.latency_ms:g} ms); "
-              f"measured with a bare client {capacity:.0f} req/s ({capacity / ideal:.2f} of ideal)")
-
         # 2. the whole run, fresh cache
         before = server.stats()["served"]
         results, seconds = timed_run(task, args.paper_outputs, judge_model, work / "full", args.limit)
         served = server.stats()["served"] - before
         rate = judgments / seconds
+
+        # 1. the server's capacity for exactly these requests, measured now, on the same server
+        ideal = args.concurrency / (args.latency_ms / 1000.0)
+        capacity = asyncio.run(_capacity(server.base_url, judge_bodies(work / "full", task, judge_model), args.concurrency))
+        report.update(ideal_per_s=round(ideal, 1), capacity_per_s=round(capacity, 1))
+        print(f"server: ideal {ideal:.0f} req/s ({args.concurrency} / {args.latency_ms:g} ms); a bare client sending "
+              f"the run's {judgments} judge requests gets {capacity:.0f} req/s ({capacity / ideal:.2f} of ideal)")
         report.update(judge_seconds=round(seconds, 2), judgments_per_s=round(rate, 1),
                       ratio_to_capacity=round(rate / capacity, 3), ratio_to_ideal=round(rate / ideal, 3),
                       requests=served, dpq=results["metrics"]["dpq"], dpq_ci95=results["metrics"]["dpq_ci95"])

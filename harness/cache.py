@@ -14,11 +14,24 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .util import cache_dir, stable_hash
+from .util import cache_dir, canonical_json, stable_hash
 
 
 def cache_key(stage: str, identity: Any, payload: Any) -> str:
     return stable_hash({"stage": stage, "identity": identity, "input": payload})
+
+
+def cache_keys(stage: str, identity: Any, payloads: Iterable[Any]) -> list[str]:
+    """`cache_key` of many inputs of one stage and identity, serializing the identity once.
+
+    The text hashed is byte for byte the canonical JSON `cache_key` hashes (keys sorted:
+    identity, input, stage), so both give the same keys.
+    """
+    import hashlib
+
+    head = '{"identity":' + canonical_json(identity) + ',"input":'
+    tail = ',"stage":' + canonical_json(stage) + "}"
+    return [hashlib.sha256((head + canonical_json(p) + tail).encode("utf-8")).hexdigest() for p in payloads]
 
 
 class ResultCache:

@@ -16,12 +16,14 @@ from . import __version__
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # Logs go to stderr: stdout carries results (`run --json | jq ...`).
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(show_time=False, show_path=False, markup=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)],
     )
     for noisy in ("httpx", "transformers", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -38,6 +40,12 @@ class PersonaEvalGroup(click.Group):
         except PersonaEvalError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A full disk or a vanished folder while running: one line naming the file.
+            logging.getLogger("persona_eval").debug("OS error", exc_info=True)
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted. Finished work is saved; rerun the same command to resume.", err=True)
             sys.exit(130)

@@ -24,6 +24,17 @@ def build_generator(spec_text: str, *, option: str = "--model") -> Generator:
     return _POOL[key]
 
 
+def generator_origin(spec_text: str) -> str:
+    """How an error names a generator: its spec and the plugin that registered its backend."""
+    backend = parse_model_spec(spec_text).backend
+    return f"generator {spec_text!r} (plugin {registry.generators.entry(backend).plugin!r})"
+
+
+def judge_origin(label: str, name: str) -> str:
+    """How an error names a judge: its label and the plugin that registered it."""
+    return f"judge {label!r} (plugin {registry.judges.entry(name).plugin!r})"
+
+
 def close_generators() -> None:
     for generator in _POOL.values():
         try:

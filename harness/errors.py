@@ -30,3 +30,20 @@ class RunError(PersonaEvalError):
 
 class UnknownNameError(UsageError):
     """A name that no plugin registered; the message suggests close matches."""
+
+
+def plugin_call(what: str, function, *args, **kwargs):
+    """Call into a plugin (a backend's `generate`, a judge's `compare`, a constructor).
+
+    Our own errors pass through; anything else a plugin raises becomes a `RunError`
+    naming `what` (e.g. "generator 'x:y' (plugin 'pkg')"), so a broken plugin fails the
+    run in one line instead of a traceback. Nothing it did not return is cached.
+    """
+    try:
+        return function(*args, **kwargs)
+    except PersonaEvalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any plugin failure, reported with its origin
+        detail = " ".join(str(exc).split())
+        detail = detail[:300] + ("..." if len(detail) > 300 else "")
+        raise RunError(f"{what} failed: {type(exc).__name__}{': ' + detail if detail else ''}") from exc

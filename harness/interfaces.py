@@ -20,6 +20,11 @@ class Generator(abc.ABC):
     #: How many requests the runner should hand over at once (progress granularity).
     preferred_batch_size: int = 8
 
+    #: How many `generate` calls may run at once from different threads (after a first call
+    #: has run alone). Network backends whose calls share one connection pool set 2 or more,
+    #: so the next batch starts while the last requests of the previous one finish.
+    max_concurrent_calls: int = 1
+
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]: ...
 
@@ -41,6 +46,9 @@ class Judge(abc.ABC):
     """Compares two responses for one criterion, one order at a time."""
 
     preferred_batch_size: int = 8
+
+    #: How many `compare` calls may run at once from different threads (see Generator).
+    max_concurrent_calls: int = 1
 
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]: ...

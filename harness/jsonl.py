@@ -63,21 +63,40 @@ class JsonlWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        self._handle.write(line)
-        self._handle.flush()
-        if self._fsync:
-            os.fsync(self._handle.fileno())
+        try:
+            self._handle.write(line)
+            self._handle.flush()
+            if self._fsync:
+                os.fsync(self._handle.fileno())
+        except OSError as exc:  # a full disk: at worst a torn last line, repaired on resume
+            raise self._naming(exc) from exc
 
     def sync(self) -> None:
         """Force what was written to disk: one fsync per batch for writers opened with fsync=False."""
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise self._naming(exc) from exc
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError as exc:
+            raise self._naming(exc) from exc
 
     def __enter__(self) -> "JsonlWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _naming(self, exc: OSError) -> OSError:
+        """The same error, naming this file (a failed flush names no file)."""
+        return OSError(exc.errno, exc.strerror or str(exc), str(self.path))
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.close()
+        except OSError:
+            # Closing flushes what a failed write left in the buffer, which fails the same way:
+            # the first error is the one to report.
+            if exc_type is None:
+                raise

@@ -106,7 +106,10 @@ def pair_requests(task, items: Sequence[JudgeItem], responses: Mapping[tuple[str
     for item in items:
         test, base = responses[(item.id, "test")], responses[(item.id, "baseline")]
         for name, criterion in criteria.items():
-            instruction = render_template(criterion.instruction, prompt=item.prompt, persona=item.persona)
+            try:
+                instruction = render_template(criterion.instruction, prompt=item.prompt, persona=item.persona)
+            except UsageError as exc:  # undefined variables and sandbox violations show only when rendered
+                raise UsageError(f"judge.criteria.{name}.instruction (item {item.id!r}): {exc}", where=str(task.path)) from exc
             for order in ORDERS:
                 a, b = (base, test) if order == "baseline_first" else (test, base)
                 key = {"item_id": item.id, "criterion": name, "order": order}
@@ -142,7 +145,8 @@ def run_judges(
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
     """Judge every pair with every judge; returns records by judge label and judge identities."""
-    from .components import build_judge
+    from .components import build_judge, judge_origin
+    from .errors import plugin_call
 
     progress = progress or _NoProgress()
     existing = read_jsonl(path, repair_tail=True)
@@ -173,8 +177,9 @@ def run_judges(
                 key, _ = todo[j]
                 record = {**key, "judge": label, "judge_key": judge_key, **_verdict_dict(verdict), "cached": cached}
                 writer.write(record)
-                written[0] += 1
-                if written[0] % batch_size == 0:
+                # Cached records can be rebuilt from the cache: only new work pays for fsync.
+                written[0] += not cached
+                if not cached and written[0] % batch_size == 0:
                     writer.sync()
                 done[_record_key(key)] = record
                 progress.advance(bar)
@@ -188,7 +193,8 @@ def run_judges(
                 # The order is part of the input: with identical responses the two orders
                 # would otherwise share one verdict.
                 payload=_pair_payload,
-                compute=lambda batch, judge=judge: judge.compare([p for _, p in batch]),
+                compute=lambda batch, judge=judge, what=judge_origin(choice.label, choice.name): plugin_call(
+                    what, judge.compare, [p for _, p in batch]),
                 encode=_verdict_dict,
                 decode=Verdict.from_dict,
                 cache=cache,
@@ -196,6 +202,7 @@ def run_judges(
                 on_result=on_result,
                 # The next batch is judged while this one is stored: network judges stay busy.
                 overlap=True,
+                concurrent=max(1, int(getattr(judge, "max_concurrent_calls", 1) or 1)),
             )
             writer.sync()
             by_label[choice.label] = [r for key, r in done.items() if key in wanted]

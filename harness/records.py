@@ -45,9 +45,9 @@ class GenParams:
     stop: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["stop"] = list(self.stop)
-        return data
+        # Spelled out rather than `asdict` (a deep copy): this runs once per cache key.
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "seed": self.seed, "stop": list(self.stop)}
 
 
 @dataclass

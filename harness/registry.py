@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RunError, UnknownNameError, UsageError
+from .errors import RunError, UnknownNameError, UsageError, plugin_call
 
 logger = logging.getLogger("persona_eval.registry")
 
@@ -131,7 +131,8 @@ class Registry:
             raise UsageError(f"{self.kind} {name!r} does not accept these options: {exc}") from exc
         except ValueError:  # no introspectable signature (a C callable): just call it
             pass
-        return factory(*args, **kwargs)
+        entry = self.entry(name)
+        return plugin_call(f"{self.kind} {entry.name!r} (plugin {entry.plugin!r})", factory, *args, **kwargs)
 
 
 generators = Registry("generator", "register_generators")

@@ -5,17 +5,21 @@ backend in batches, stores each batch as soon as it returns and reports every re
 through a callback (which writes the JSON Lines record and advances the progress bar).
 A killed run therefore loses at most the batch in flight.
 
-With ``overlap=True`` the next batch is computed (in one worker thread, so still one
-`compute` call at a time) while the results of the previous one are stored and
-reported: for network backends the bookkeeping then hides behind the requests. A
-killed run loses at most the two batches in flight.
+With ``overlap=True`` the next batch is computed in a worker thread while the results
+of the previous one are stored and reported: for network backends the bookkeeping then
+hides behind the requests. ``concurrent=N`` (with overlap) keeps up to N `compute`
+calls running at once, for backends that allow it, so no batch boundary drains the
+connection pool; the first batch always runs alone, so a backend that sets itself up
+lazily does so once. Results are still stored in batch order; a killed run loses at
+most the batches in flight.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence, TypeVar
 
-from .cache import ResultCache, cache_key
+from .cache import ResultCache, cache_keys
+from .errors import RunError
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -34,9 +38,10 @@ def cached_map(
     batch_size: int,
     on_result: Callable[[int, Out, bool], None],
     overlap: bool = False,
+    concurrent: int = 1,
 ) -> dict[str, int]:
     """Run `compute` over the inputs the cache lacks; call `on_result(index, output, cached)` for all."""
-    keys = [cache_key(stage, identity, payload(item)) for item in inputs]
+    keys = cache_keys(stage, identity, (payload(item) for item in inputs))
     hits = cache.get_many(set(keys))
     misses: list[int] = []
     for index, key in enumerate(keys):
@@ -57,7 +62,7 @@ def cached_map(
 
     def finish(batch: list[int], outputs: list[Out]) -> None:
         if len(outputs) != len(batch):
-            raise RuntimeError(f"{stage}: backend returned {len(outputs)} results for {len(batch)} inputs")
+            raise RunError(f"{stage}: backend returned {len(outputs)} results for {len(batch)} inputs")
         cache.put_many(stage, [(keys[i], encode(out)) for i, out in zip(batch, outputs)])
         for index, output in zip(batch, outputs):
             on_result(index, output, False)
@@ -68,15 +73,20 @@ def cached_map(
         for batch in batches:
             finish(batch, compute([inputs[i] for i in batch]))
     else:
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"persona-eval-{stage}")
+        in_flight = max(1, int(concurrent))
+        pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix=f"persona-eval-{stage}")
         try:
-            future = pool.submit(compute, [inputs[i] for i in batches[0]])
-            for number, batch in enumerate(batches):
+            pending = deque([(batches[0], pool.submit(compute, [inputs[i] for i in batches[0]]))])
+            following = 1
+            while pending:
+                batch, future = pending.popleft()
                 outputs = future.result()
-                if number + 1 < len(batches):
-                    future = pool.submit(compute, [inputs[i] for i in batches[number + 1]])
+                while following < len(batches) and len(pending) < in_flight:
+                    pending.append((batches[following], pool.submit(compute, [inputs[i] for i in batches[following]])))
+                    following += 1
                 finish(batch, outputs)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

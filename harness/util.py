@@ -69,20 +69,30 @@ def cache_dir() -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a whole file or nothing: a crash never leaves a half-written result."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # e.g. a full disk: the previous file is intact
+            raise _naming(exc, path) from exc
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the file the user knows (not a descriptor or temporary name)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

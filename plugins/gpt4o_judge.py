@@ -106,6 +106,8 @@ class PairwiseVerdictJudge(Judge):
         # one forward pass per verdict, for small local judges.
         self.rationale = bool(rationale)
         self.preferred_batch_size = getattr(generator, "preferred_batch_size", 8)
+        # The judge keeps no per-call state: it may run as many calls at once as its backend.
+        self.max_concurrent_calls = getattr(generator, "max_concurrent_calls", 1)
         self._logprobs_supported: bool | None = None
         self._warned = False
 

@@ -20,6 +20,8 @@ backend raise `Killed` once N judge requests have been answered (a simulated cra
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import ClassVar
 
 from persona_eval import plugin_manager, registry
@@ -49,6 +51,11 @@ class ScriptedGenerator(Generator):
     calls: ClassVar[list[tuple[str, str]]] = []
     kill_after: ClassVar[int | None] = None
     preferred_batch_size = 4
+    # concurrency bookkeeping, for the test of concurrent judge calls
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    active: ClassVar[int] = 0
+    peak_active: ClassVar[int] = 0
+    delay_s: ClassVar[float] = 0.0
 
     def __init__(self, model: str, probs: bool = False):
         self.mode = model
@@ -58,6 +65,9 @@ class ScriptedGenerator(Generator):
     def reset(cls) -> None:
         cls.calls = []
         cls.kill_after = None
+        cls.active = cls.peak_active = 0
+        cls.delay_s = 0.0
+        cls.max_concurrent_calls = 1
 
     @classmethod
     def judge_calls(cls, mode: str | None = None) -> list[str]:
@@ -90,6 +100,18 @@ class ScriptedGenerator(Generator):
         return f"Feedback on both. [RESULT] {choice}" if prometheus else f"A has this, B has that.\nVerdict: {choice}"
 
     def generate(self, requests):
+        with ScriptedGenerator._lock:
+            ScriptedGenerator.active += 1
+            ScriptedGenerator.peak_active = max(ScriptedGenerator.peak_active, ScriptedGenerator.active)
+        try:
+            if ScriptedGenerator.delay_s:
+                time.sleep(ScriptedGenerator.delay_s)
+            return self._generate(requests)
+        finally:
+            with ScriptedGenerator._lock:
+                ScriptedGenerator.active -= 1
+
+    def _generate(self, requests):
         out = []
         for request in requests:
             if self.mode != "writer" and ScriptedGenerator.kill_after is not None:

@@ -219,3 +219,74 @@ def records(path: Path) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise AssertionError(f"{path}:{number}: corrupt JSON Lines record: {exc}: {line[:120]!r}") from None
     return out
+
+
+# ---- deterministic crash points, installed in a subprocess ---------------------------------
+
+CRASH_POINTS = {
+    "before-config-rename": "killed inside the first atomic write of config.json, before its rename",
+    "torn-generation-line": "killed halfway through writing the 5th generation record",
+    "after-judge-cache-commit": "killed after a judge batch is committed to the cache, before its records are written",
+    "torn-judgment-line": "killed halfway through writing the 21st judgment record",
+    "before-results-rename": "killed inside the atomic write of results.json, after its fsync, before its rename",
+}
+
+
+def install_crash_point(point: str) -> None:
+    """Make this process SIGKILL itself at `point` (run through `crash_command`)."""
+    import signal
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point in ("before-config-rename", "before-results-rename"):
+        target = "config.json" if point == "before-config-rename" else "results.json"
+        real_replace = os.replace
+
+        def replace(src, dst, *args, **kwargs):
+            if str(dst).endswith(target):
+                die()
+            return real_replace(src, dst, *args, **kwargs)
+
+        os.replace = replace
+    elif point in ("torn-generation-line", "torn-judgment-line"):
+        from persona_eval import jsonl
+
+        name, nth = ("generations.jsonl", 5) if point == "torn-generation-line" else ("judgments.jsonl", 21)
+        real_write = jsonl.JsonlWriter.write
+        count = [0]
+
+        def write(self, record):
+            if self.path.name == name:
+                count[0] += 1
+                if count[0] == nth:
+                    line = json.dumps(record, ensure_ascii=False) + "\n"
+                    self._handle.write(line[: len(line) // 2])
+                    self._handle.flush()
+                    die()
+            return real_write(self, record)
+
+        jsonl.JsonlWriter.write = write
+    elif point == "after-judge-cache-commit":
+        from persona_eval import cache
+
+        real_put = cache.ResultCache.put_many
+
+        def put_many(self, stage, items):
+            real_put(self, stage, items)
+            if stage == "judge":
+                die()
+
+        cache.ResultCache.put_many = put_many
+    else:
+        raise ValueError(f"unknown crash point {point!r}; known: {', '.join(CRASH_POINTS)}")
+
+
+def crash_command(point: str, *args: str) -> list[str]:
+    """``persona-eval ARGS`` in a process that kills itself at `point`."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        f"import reliability_support; reliability_support.install_crash_point({point!r}); "
+        "from persona_eval.cli import main; main()"
+    )
+    return [sys.executable, "-c", code, *args]

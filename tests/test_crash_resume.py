@@ -75,7 +75,7 @@ def _check_no_duplicates(records, key, what):
     assert not duplicated, f"{what}: written twice: {sorted(duplicated)[:3]}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def servers():
     with serve(rs.gen_responder(LATENCY_MS)) as generator, serve(rs.judge_responder(LATENCY_MS)) as judge:
         yield generator, judge
@@ -93,26 +93,48 @@ def _args(task, out, servers):
     )
 
 
-@pytest.mark.parametrize("kills", [pytest.param(5, id="5-kills"), pytest.param(20, id="20-kills", marks=pytest.mark.slow)])
-def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path, servers, kills):
-    task = rs.write_task(tmp_path / "task", ITEMS)
-    reference_out, out = tmp_path / "reference", tmp_path / "killed"
-    reference = rs.cli(*_args(task, reference_out, servers), cache=tmp_path / "cache-reference")
-    assert reference.returncode == 0, reference.stderr
-    expected = json.loads(reference.stdout)
-    expected_gens = _content(rs.records(reference_out / "generations.jsonl"), _gen_key)
-    expected_judgments = _content(rs.records(reference_out / "judgments.jsonl"), _judge_key)
-    assert len(expected_gens) == GENERATIONS and len(expected_judgments) == JUDGMENTS
-    assert expected["metrics"]["judge_health"]["unscored_verdicts"] > 0  # the unscored path is exercised too
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, servers):
+    """The task and the uninterrupted run every resumed run must reproduce."""
+    root = tmp_path_factory.mktemp("crash-reference")
+    task = rs.write_task(root / "task", ITEMS)
+    out = root / "reference"
+    completed = rs.cli(*_args(task, out, servers), cache=root / "cache")
+    assert completed.returncode == 0, completed.stderr
+    results = json.loads(completed.stdout)
+    gens = _content(rs.records(out / "generations.jsonl"), _gen_key)
+    judgments = _content(rs.records(out / "judgments.jsonl"), _judge_key)
+    assert len(gens) == GENERATIONS and len(judgments) == JUDGMENTS
+    assert results["metrics"]["judge_health"]["unscored_verdicts"] > 0  # the unscored path is exercised too
+    return {"task": task, "results": results, "generations": gens, "judgments": judgments}
 
+
+def _assert_equals_reference(out: Path, completed, reference) -> None:
+    assert completed.returncode == 0, completed.stderr
+    resumed = json.loads(completed.stdout)
+    gens = rs.records(out / "generations.jsonl")  # every line parses: no corrupt line survived
+    judgments = rs.records(out / "judgments.jsonl")
+    assert len(gens) == GENERATIONS and len(judgments) == JUDGMENTS  # nothing lost, nothing twice
+    assert _content(gens, _gen_key) == reference["generations"]
+    assert _content(judgments, _judge_key) == reference["judgments"]
+    assert resumed["metrics"] == reference["results"]["metrics"]
+    assert resumed["per_judge"] == reference["results"]["per_judge"]
+    assert json.loads((out / "results.json").read_text())["metrics"] == reference["results"]["metrics"]
+    strays = [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert strays == [], f"temporary files left behind: {strays}"
+
+
+@pytest.mark.parametrize("kills", [pytest.param(5, id="5-kills"), pytest.param(20, id="20-kills", marks=pytest.mark.slow)])
+def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path, servers, reference, kills):
+    out = tmp_path / "killed"
     rng = random.Random(20250110 + kills)
     total = GENERATIONS + JUDGMENTS
     # Targets: records on disk before the kill (0 = during start-up), one drawn from each of
     # `kills` equal strata of the run, so both stages get their share.
     span = (total - 12) / kills
     targets = [int(i * span + rng.uniform(0, span)) for i in range(kills)]
-    env = rs.cli_env(tmp_path / "cache-killed")
-    command = rs.cli_command(*_args(task, out, servers))
+    env = rs.cli_env(tmp_path / "cache")
+    command = rs.cli_command(*_args(reference["task"], out, servers))
     killed, torn_tails, phases = 0, 0, []
     for target in targets:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -135,25 +157,29 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path, servers, kills
         phases.append("generation" if len(gens) < GENERATIONS else "judging")
         _check_no_duplicates(gens, _gen_key, "generations")
         _check_no_duplicates(judgments, _judge_key, "judgments")
-        if process.returncode == -signal.SIGKILL:
-            results = out / "results.json"
-            assert not results.exists() or json.loads(results.read_text())["metrics"] == expected["metrics"]
+        results = out / "results.json"
+        assert not results.exists() or json.loads(results.read_text())["metrics"] == reference["results"]["metrics"]
 
     # Every kill must have hit a live process, in both stages.
     assert killed >= kills - 1, f"only {killed} of {kills} kills hit a running process"
     assert "generation" in phases and "judging" in phases, phases
+    _assert_equals_reference(out, rs.cli(*_args(reference["task"], out, servers), cache=tmp_path / "cache"), reference)
+    print(f"{killed} kills ({phases.count('generation')} in generation), {torn_tails} torn tails left by a kill")
 
-    final = rs.cli(*_args(task, out, servers), cache=tmp_path / "cache-killed")
-    assert final.returncode == 0, final.stderr
-    resumed = json.loads(final.stdout)
-    gens = rs.records(out / "generations.jsonl")  # every line parses: no corrupt line survived
-    judgments = rs.records(out / "judgments.jsonl")
-    assert len(gens) == GENERATIONS and len(judgments) == JUDGMENTS  # nothing lost, nothing twice
-    assert _content(gens, _gen_key) == expected_gens
-    assert _content(judgments, _judge_key) == expected_judgments
-    assert resumed["metrics"] == expected["metrics"]
-    assert resumed["per_judge"] == expected["per_judge"]
-    assert json.loads((out / "results.json").read_text())["metrics"] == expected["metrics"]
-    strays = [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
-    assert strays == [], f"temporary files left behind: {strays}"
-    print(f"{killed} kills ({phases.count('generation')} in generation), {torn_tails} torn tails repaired")
+
+@pytest.mark.parametrize("point", list(rs.CRASH_POINTS))
+def test_kill_at_a_named_crash_point_then_resume(tmp_path, servers, reference, point):
+    """A process that SIGKILLs itself at an exact, chosen point; the rerun repairs and completes."""
+    out = tmp_path / "killed"
+    env = rs.cli_env(tmp_path / "cache")
+    crashed = subprocess.run(rs.crash_command(point, *_args(reference["task"], out, servers)), env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, f"{rs.CRASH_POINTS[point]}: did not die there: {crashed.stderr[-1500:]}"
+    if point.startswith("torn-"):
+        name = "generations.jsonl" if point == "torn-generation-line" else "judgments.jsonl"
+        _, torn = _complete_records(out / name)
+        assert torn, "the kill should have left a torn last line"
+    if point.startswith("before-"):
+        assert list(out.glob(".*.tmp")), "the kill should have left the atomic writer's temporary file"
+        assert not (out / "results.json").exists()
+    _assert_equals_reference(out, rs.cli(*_args(reference["task"], out, servers), cache=tmp_path / "cache"), reference)

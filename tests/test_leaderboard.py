@@ -515,15 +515,27 @@ def test_leaderboard_commands_do_not_import_torch(board):
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory, embedded_model_dir):
-    """Two tiny real runs of the demo task on the embedded model: chosen and rejected."""
+    """Two tiny real runs of the demo task on the embedded model: chosen and rejected.
+
+    The task is a copy of the demo with shorter answers (16 new tokens, not 64), so the
+    two runs fit the time of a slow test on two CPU cores.
+    """
+    import shutil
+
     from persona_eval.components import close_generators
     from persona_eval.runner import Run, RunOptions
 
     root = tmp_path_factory.mktemp("demo-runs")
+    task_dir = root / "task"
+    shutil.copytree(REPO / "tasks" / "demo", task_dir)
+    task_yaml = task_dir / "demo.yaml"
+    text = task_yaml.read_text()
+    assert "max_new_tokens: 64" in text
+    task_yaml.write_text(text.replace("max_new_tokens: 64", "max_new_tokens: 16", 1))
     dirs = []
     try:
         for split in ("chosen", "rejected"):
-            options = RunOptions(split=split, limit=1, output_dir=str(root / f"demo-{split}"), bootstrap=200)
+            options = RunOptions(task=str(task_yaml), split=split, limit=1, output_dir=str(root / f"demo-{split}"), bootstrap=200)
             Run(options, progress=False).execute()
             dirs.append(root / f"demo-{split}")
     finally:

@@ -85,3 +85,18 @@ def test_killed_while_judging_resumes_from_cache_and_records(scripted, tmp_path)
     again = Run(options, progress=False).execute()
     assert scripted.calls == [] and again["metrics"] == reference["metrics"]
     assert len(_records(tmp_path / "run" / "judgments.jsonl")) == JUDGMENTS
+
+
+def test_concurrent_judge_calls_give_the_same_run(scripted, tmp_path):
+    """A backend that allows several calls at once gets them, and nothing else changes."""
+    reference = Run(_options(tmp_path, "reference", limit=6), progress=False).execute()
+    assert scripted.peak_active == 1
+    scripted.reset()
+    scripted.max_concurrent_calls = 3
+    scripted.delay_s = 0.05
+    run = Run(_options(tmp_path, "run", limit=6), progress=False).execute()
+    assert scripted.peak_active >= 2  # judge batches overlapped
+    assert len(scripted.judge_calls()) == 6 * 4  # each judgment asked once
+    records = _records(tmp_path / "run" / "judgments.jsonl")
+    assert _keys(records) == _keys(_records(tmp_path / "reference" / "judgments.jsonl"))  # stored in batch order
+    assert run["metrics"] == reference["metrics"]

@@ -186,7 +186,14 @@ def test_training_input_is_the_evaluation_input_token_for_token(embedded_model_d
             text, specials = generator.render(request)
             assert row["prompt"] == text
             # TRL tokenizes the prompt string with the tokenizer's defaults; the generator encodes its way.
-            assert tokenizer(row["prompt"])["input_ids"] == generator._encode([(text, specials)])["input_ids"][0].tolist()
+            prompt_ids = tokenizer(row["prompt"])["input_ids"]
+            assert prompt_ids == generator._encode([(text, specials)])["input_ids"][0].tolist()
+            # TRL tokenizes prompt + response together and trains on what follows the common
+            # prefix: the prompt's tokens must survive that intact.
+            for response in (row.get("completion"), row.get("chosen"), row.get("rejected")):
+                if response is not None:
+                    joined = tokenizer(row["prompt"] + response + tokenizer.eos_token)["input_ids"]
+                    assert joined[: len(prompt_ids)] == prompt_ids
             persona = example.persona_for(split)
             assert (persona in row["prompt"]) == (strategy == "pt")
             preferred, other = (example.chosen, example.rejected) if split == "chosen" else (example.rejected, example.chosen)
