@@ -171,10 +171,34 @@ def run_args(task: Path, paper: Path, judge_model: str, out: Path, limit: int) -
             "--limit", str(limit), "--output-dir", str(out), "--quiet", "--json"]
 
 
-def timed_run(task: Path, paper: Path, judge_model: str, out: Path, limit: int) -> tuple[dict, float]:
+class JudgmentClock:
+    """An observer plugin (`on_sample_end`) that timestamps every judgment record."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    from persona_eval.hookspecs import hookimpl
+
+    @hookimpl
+    def on_sample_end(self, run, record):
+        if "criterion" in record:
+            self.times.append(time.perf_counter())
+
+    def steady_rate(self, skip: int) -> float | None:
+        """Judgments/s after the first `skip` records (the first batch, which pays the set-up)."""
+        if len(self.times) <= skip + 1:
+            return None
+        return (len(self.times) - skip) / (self.times[-1] - self.times[skip - 1])
+
+
+def timed_run(task: Path, paper: Path, judge_model: str, out: Path, limit: int, clock: JudgmentClock | None = None) -> tuple[dict, float]:
     """One in-process run with a fresh cache; returns results and the judging stage's seconds."""
     from persona_eval.components import close_generators
+    from persona_eval.plugin_manager import get_plugin_manager
     from persona_eval.runner import Run, RunOptions
+
+    if clock is not None:
+        get_plugin_manager().register(clock, name="bench-judgment-clock")
 
     class TimedRun(Run):
         def _judge(self, *args, **kwargs):
@@ -195,6 +219,8 @@ def timed_run(task: Path, paper: Path, judge_model: str, out: Path, limit: int) 
         results = run.execute()
     finally:
         close_generators()
+        if clock is not None:
+            get_plugin_manager().unregister(clock)
     return results, run.judge_seconds
 
 
@@ -237,9 +263,11 @@ def main() -> None:
     try:
         # 2. the whole run, fresh cache
         before = server.stats()["served"]
-        results, seconds = timed_run(task, args.paper_outputs, judge_model, work / "full", args.limit)
+        clock = JudgmentClock()
+        results, seconds = timed_run(task, args.paper_outputs, judge_model, work / "full", args.limit, clock)
         served = server.stats()["served"] - before
         rate = judgments / seconds
+        steady = clock.steady_rate(4 * args.concurrency)
 
         # 1. the server's capacity for exactly these requests, measured now, on the same server
         ideal = args.concurrency / (args.latency_ms / 1000.0)
@@ -249,10 +277,14 @@ def main() -> None:
               f"the run's {judgments} judge requests gets {capacity:.0f} req/s ({capacity / ideal:.2f} of ideal)")
         report.update(judge_seconds=round(seconds, 2), judgments_per_s=round(rate, 1),
                       ratio_to_capacity=round(rate / capacity, 3), ratio_to_ideal=round(rate / ideal, 3),
+                      steady_judgments_per_s=round(steady, 1) if steady else None,
+                      steady_ratio_to_capacity=round(steady / capacity, 3) if steady else None,
                       requests=served, dpq=results["metrics"]["dpq"], dpq_ci95=results["metrics"]["dpq_ci95"])
-        print(f"judging: {judgments} judgments in {seconds:.2f} s = {rate:.0f}/s; "
-              f"{rate / capacity:.2f} of measured capacity, {rate / ideal:.2f} of ideal (target >= 0.9); "
-              f"{served} requests; dPQ {results['metrics']['dpq']:+.1f} {results['metrics']['dpq_ci95']}")
+        ci = results["metrics"]["dpq_ci95"]
+        print(f"judging: {judgments} judgments in {seconds:.2f} s = {rate:.0f}/s: {rate / capacity:.2f} of measured "
+              f"capacity, {rate / ideal:.2f} of ideal (target >= 0.9); after the first batch (imports, connections) "
+              f"{steady:.0f}/s = {steady / capacity:.2f} of capacity; {served} requests; "
+              f"dPQ {results['metrics']['dpq']:+.1f} [{ci[0]:.1f}, {ci[1]:.1f}]")
 
         # 3. kill and resume, in subprocesses with their own fresh cache
         out = work / "killed"

@@ -67,7 +67,7 @@ def run_plain(kind, config, steps, limit, work: Path) -> list[float]:
                       target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
     common = dict(
         output_dir=str(work / "plain"), max_steps=steps, per_device_train_batch_size=config.per_device_batch_size,
-        logging_steps=config.logging_steps, seed=config.seed, use_cpu=not torch.cuda.is_available(),
+        logging_steps=config.logging_steps, logging_first_step=True, seed=config.seed, data_seed=config.seed, use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), report_to="none", save_strategy="no",
         max_length=config.max_length, disable_tqdm=True, activation_checkpointing=config.gradient_checkpointing,
     )

@@ -226,6 +226,24 @@ class Run:
             requests.append(GenRequest(id=example.id, prompt=prompt, params=params, system=spec.system_prompt, response_prefix=prefix))
         return requests
 
+    def _check_resumable(self, role, examples, personas, requests, done) -> None:
+        """Records resumed from an earlier run must have seen exactly today's input and persona.
+
+        The run key names the persona source and its options, not the content of a persona
+        file or training set; if that content changed, reusing old records would mix personas.
+        """
+        for example, persona, request in zip(examples, personas, requests):
+            record = done.get((example.id, role))
+            if record is None:
+                continue
+            if record.get("input") != request.prompt or record.get("persona") != persona.text:
+                raise UsageError(
+                    f"item {example.id!r} ({role}) was generated from a different input or persona than this run "
+                    "renders (did a persona file or the task data change?); use another --output-dir or remove "
+                    "the old run directory",
+                    where=str(self.run_dir / "generations.jsonl"),
+                )
+
     def _generate(self, examples, personas, progress: Progress) -> dict[tuple[str, str], dict[str, Any]]:
         path = self.run_dir / "generations.jsonl"
         done = {(r["item_id"], r["role"]): r for r in read_jsonl(path, repair_tail=True)}
@@ -239,6 +257,7 @@ class Run:
                 identity = generator.identity()
                 self.config["identities"][role] = identity
                 requests = self._requests(role, examples, personas)
+                self._check_resumable(role, examples, personas, requests, done)
                 todo = [i for i, ex in enumerate(examples) if (ex.id, role) not in done]
                 bar = progress.add(f"generate {role} ({self.strategies[role]})", len(examples), len(examples) - len(todo))
                 batch_size = max(1, generator.preferred_batch_size)

@@ -128,6 +128,9 @@ def _flag(name: str, value: Any) -> bool:
 
 class OpenAIGenerator(Generator):
     backend = "openai"
+    # Calls share one event loop and connection pool (created by the first call, which the
+    # harness runs alone), so a second batch can start while the tail of the first finishes.
+    max_concurrent_calls = 2
 
     def __init__(
         self,
