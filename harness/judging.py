@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import UsageError
-from .jsonl import JsonlWriter, read_jsonl
+from .jsonl import JsonlWriter, iter_jsonl, read_jsonl
 from .metrics import ORDERS, item_outcomes, summarize, summarize_outcomes
 from .records import PairRequest, Verdict
 from .stages import cached_map
@@ -144,14 +144,15 @@ def run_judges(
     progress=None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-    """Judge every pair with every judge; returns records by judge label and judge identities."""
-    from .components import build_judge, judge_origin
-    from .errors import plugin_call
+    """Judge every pair with every judge; returns records (the fields scoring reads) by judge label, and identities."""
+    from .components import build_judge
 
     progress = progress or _NoProgress()
-    existing = read_jsonl(path, repair_tail=True)
-    pairs = pair_requests(task, items, responses)
-    wanted = {_record_key(k) for k, _ in pairs}
+    # In memory, a judgment keeps only what scoring reads (`_slim`); the whole record, raw
+    # judge output included, is on disk. Pair requests (rendered instruction and both
+    # responses) exist for one chunk of items at a time. Memory stays flat in the items.
+    existing = [_slim(r) for r in iter_jsonl(path, repair_tail=True)]
+    wanted = {(item.id, name, order) for item in items for name in task.spec.judge.criteria for order in ORDERS}
     by_label: dict[str, list[dict[str, Any]]] = {}
     identities: dict[str, dict[str, Any]] = {}
     # Each record is flushed as it is written (a killed process loses none); the fsync for
@@ -166,47 +167,70 @@ def run_judges(
                 _record_key(r): r for r in existing
                 if r.get("judge") == choice.label and r.get("judge_key") == judge_key
             }
-            todo = [(k, p) for k, p in pairs if _record_key(k) not in done]
-            bar = progress.add(f"judge {choice.label}", len(pairs), len(pairs) - len(todo))
+            bar = progress.add(f"judge {choice.label}", len(wanted), sum(1 for key in done if key in wanted))
 
             batch_size = max(1, judge.preferred_batch_size)
             written = [0]
-
-            def on_result(j: int, verdict: Verdict, cached: bool, todo=todo, done=done, bar=bar, label=choice.label,
-                          judge_key=judge_key, batch_size=batch_size, written=written):
-                key, _ = todo[j]
-                record = {**key, "judge": label, "judge_key": judge_key, **_verdict_dict(verdict), "cached": cached}
-                writer.write(record)
-                # Cached records can be rebuilt from the cache: only new work pays for fsync.
-                written[0] += not cached
-                if not cached and written[0] % batch_size == 0:
-                    writer.sync()
-                done[_record_key(key)] = record
-                progress.advance(bar)
-                if on_record is not None:
-                    on_record(record)
-
-            cached_map(
-                stage="judge",
-                identity=identity,
-                inputs=todo,
-                # The order is part of the input: with identical responses the two orders
-                # would otherwise share one verdict.
-                payload=_pair_payload,
-                compute=lambda batch, judge=judge, what=judge_origin(choice.label, choice.name): plugin_call(
-                    what, judge.compare, [p for _, p in batch]),
-                encode=_verdict_dict,
-                decode=Verdict.from_dict,
-                cache=cache,
-                batch_size=batch_size,
-                on_result=on_result,
-                # The next batch is judged while this one is stored: network judges stay busy.
-                overlap=True,
-                concurrent=max(1, int(getattr(judge, "max_concurrent_calls", 1) or 1)),
-            )
+            for start in range(0, len(items), JUDGE_CHUNK_ITEMS):
+                pairs = pair_requests(task, items[start : start + JUDGE_CHUNK_ITEMS], responses)
+                todo = [(k, p) for k, p in pairs if _record_key(k) not in done]
+                if todo:
+                    _judge_chunk(todo, done, judge, choice, identity, judge_key, cache, writer, progress, bar,
+                                 batch_size, written, on_record)
             writer.sync()
             by_label[choice.label] = [r for key, r in done.items() if key in wanted]
     return by_label, identities
+
+
+# Items judged per `cached_map` call: big enough that the overlapping batches stay busy,
+# small enough that a chunk's pair requests are a few MB however long the run.
+JUDGE_CHUNK_ITEMS = 1024
+
+
+def _slim(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a judgment record that resuming and scoring read (not the raw output)."""
+    return {k: record.get(k) for k in ("item_id", "criterion", "order", "judge", "judge_key", "winner",
+                                        "unscored_reason", "prob_a", "attempts")}
+
+
+def _judge_chunk(todo, done, judge, choice, identity, judge_key, cache, writer, progress, bar, batch_size, written,
+                 on_record) -> None:
+    """Judge one chunk's pairs (cached, batched); write each record and keep its slim form in `done`."""
+    from .components import judge_origin
+    from .errors import plugin_call
+
+    def on_result(j: int, verdict: Verdict, cached: bool, todo=todo, done=done, bar=bar, label=choice.label,
+                  judge_key=judge_key, batch_size=batch_size, written=written):
+        key, _ = todo[j]
+        record = {**key, "judge": label, "judge_key": judge_key, **_verdict_dict(verdict), "cached": cached}
+        writer.write(record)
+        # Cached records can be rebuilt from the cache: only new work pays for fsync.
+        written[0] += not cached
+        if not cached and written[0] % batch_size == 0:
+            writer.sync()
+        done[_record_key(key)] = _slim(record)
+        progress.advance(bar)
+        if on_record is not None:
+            on_record(record)
+
+    cached_map(
+        stage="judge",
+        identity=identity,
+        inputs=todo,
+        # The order is part of the input: with identical responses the two orders
+        # would otherwise share one verdict.
+        payload=_pair_payload,
+        compute=lambda batch, judge=judge, what=judge_origin(choice.label, choice.name): plugin_call(
+            what, judge.compare, [p for _, p in batch]),
+        encode=_verdict_dict,
+        decode=Verdict.from_dict,
+        cache=cache,
+        batch_size=batch_size,
+        on_result=on_result,
+        # The next batch is judged while this one is stored: network judges stay busy.
+        overlap=True,
+        concurrent=max(1, int(getattr(judge, "max_concurrent_calls", 1) or 1)),
+    )
 
 
 def _pair_payload(entry: tuple[dict[str, str], PairRequest]) -> dict[str, Any]:

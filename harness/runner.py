@@ -22,7 +22,7 @@ from .cache import NullCache, ResultCache
 from .components import build_generator, build_persona_source, gen_params, generator_origin
 from .errors import RunError, UsageError, plugin_call
 from .judging import JudgeItem, generator_stats, parse_judge_choices, run_judges, score
-from .jsonl import JsonlWriter, read_jsonl
+from .jsonl import JsonlWriter, iter_jsonl
 from .plugin_manager import notify
 from .prompting import choose_shots, render_input, render_response_prefix
 from .records import Example, GenRequest, GenResult, PairRequest, Persona, Verdict
@@ -70,6 +70,11 @@ def package_versions(extra: Sequence[str] = ()) -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def _slim_generation(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a generation record that resuming and judging read."""
+    return {k: record.get(k) for k in ("item_id", "role", "input", "persona", "response")}
 
 
 class Progress:
@@ -246,7 +251,8 @@ class Run:
 
     def _generate(self, examples, personas, progress: Progress) -> dict[tuple[str, str], dict[str, Any]]:
         path = self.run_dir / "generations.jsonl"
-        done = {(r["item_id"], r["role"]): r for r in read_jsonl(path, repair_tail=True)}
+        # In memory a generation keeps only what judging reads; the whole record is on disk.
+        done = {(r["item_id"], r["role"]): _slim_generation(r) for r in iter_jsonl(path, repair_tail=True)}
         specs = {"test": self.model, "baseline": self.baseline}
         # Each record is flushed as it is written (a killed process loses none); the fsync for
         # power loss is paid once per batch, not per record (~7 ms each on a slow disk: 14 s
@@ -287,7 +293,7 @@ class Run:
                     written[0] += not cached
                     if not cached and written[0] % batch_size == 0:
                         writer.sync()
-                    done[(example.id, role)] = record
+                    done[(example.id, role)] = _slim_generation(record)
                     progress.advance(bar)
                     notify("on_sample_end", run=self, record=record)
 

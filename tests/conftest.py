@@ -24,6 +24,16 @@ def pytest_configure(config):
     SHARED_MODELS.mkdir(parents=True, exist_ok=True)
     (cache / "models").symlink_to(SHARED_MODELS, target_is_directory=True)
     os.environ["PERSONA_EVAL_CACHE"] = str(cache)
+    config._persona_eval_cache = cache
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    cache = getattr(config, "_persona_eval_cache", None)
+    if cache is not None:
+        (cache / "models").unlink(missing_ok=True)  # the shared models stay
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

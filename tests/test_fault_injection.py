@@ -19,9 +19,10 @@ from persona_eval.testing.openai_server import FAULT_KINDS, FaultPlan, serve
 
 ITEMS = 24
 JUDGMENTS = ITEMS * 2 * 2
-# Short timeouts and backoff keep the test quick; generous retries make a run-failing
-# streak of faults (0.2 ** 9) practically impossible.
-CLIENT = "max_concurrency=8,timeout=1,backoff=0.02,backoff_max=0.2,max_retries=8"
+# Short backoff keeps the test quick; generous retries make a run-failing streak of faults
+# (0.2 ** 9) practically impossible. The 2 s timeout ends injected hangs, while leaving a
+# loaded machine's ordinary answers (milliseconds) far from it: every retry is a fault.
+CLIENT = "max_concurrency=8,timeout=2,backoff=0.02,backoff_max=0.2,max_retries=8"
 
 
 def _args(task, out, gen_url, judge_url, client=CLIENT):
@@ -56,7 +57,7 @@ def test_twenty_percent_faults_complete_with_counted_retries(task, clean, tmp_pa
     faults = {kind: sum(s["faults"].get(kind, 0) for s in served) for kind in FAULT_KINDS}
     total_faults = sum(faults.values())
     requests = sum(s["completions"] for s in served)
-    assert 0.12 < total_faults / requests < 0.3, (faults, requests)
+    assert 0.1 < total_faults / requests < 0.32, (faults, requests)
     assert all(count > 0 for count in faults.values()), f"some fault kinds never fired: {faults}"
 
     # Every judgment is a verdict or unscored with a reason; none is missing or doubled.

@@ -18,7 +18,6 @@ HTML escaping of hostile strings is tested with the leaderboard (tests/test_lead
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 
 import reliability_support as rs
 from persona_eval.errors import UsageError
-from persona_eval.testing.openai_server import FaultPlan, _error_response, register_fault, serve
+from persona_eval.testing.openai_server import FaultPlan, register_fault, serve
 
 REPO = Path(__file__).resolve().parents[1]
 SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4f60-do-not-leak"
@@ -149,8 +148,12 @@ def test_data_is_never_rendered_as_a_template():
 
 
 async def _echo_key(ctx, status: int):
+    """An OpenAI-style error whose message repeats the Authorization header, as careless servers do."""
+    from aiohttp import web
+
     presented = ctx.request.headers.get("Authorization", "")
-    return _error_response(status, f"upstream rejected credentials {presented} for this request", type="server_error")
+    message = f"upstream rejected credentials {presented} for this request"
+    return web.json_response({"error": {"message": message, "type": "server_error", "code": None}}, status=status)
 
 
 async def _echo_key_404(ctx):
