@@ -8,7 +8,7 @@ settings and no per-epoch evaluation. Ours runs the whole `trainers.common.train
 progress, Ctrl-C handling, output folder); plain TRL is SFTTrainer/DPOTrainer as its docs
 show it. A step is timed from one `on_step_end` to the next, so the first (warm-up) step
 and everything before and after training (loading, saving) are left out. The runs
-alternate (ours, plain, ours, ...) and each side reports its median. Target: ratio <= 1.05.
+alternate (ours first, then plain first, ...) and each side reports its median. Target: ratio <= 1.05.
 """
 
 from __future__ import annotations
@@ -109,8 +109,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="pe-bench-train-") as tmp:
         work = Path(tmp)
         for rep in range(args.reps):
-            ours.append(statistics.median(run_ours(args.kind, config, args.steps, args.limit, work)))
-            plain.append(statistics.median(run_plain(args.kind, config, args.steps, args.limit, work)))
+            # Alternate which side goes first, so warm caches favour neither.
+            sides = [("ours", run_ours), ("plain", run_plain)]
+            for name, runner in sides if rep % 2 == 0 else sides[::-1]:
+                median = statistics.median(runner(args.kind, config, args.steps, args.limit, work))
+                (ours if name == "ours" else plain).append(median)
             print(f"rep {rep + 1}: ours {ours[-1]:.3f} s/step, plain TRL {plain[-1]:.3f} s/step", file=sys.stderr)
     ours_s, plain_s = statistics.median(ours), statistics.median(plain)
     import torch

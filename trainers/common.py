@@ -212,6 +212,7 @@ class RichProgressCallback(TrainerCallback):
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=Console(stderr=True),
+            refresh_per_second=2,  # the bar moves once a step; a slow redraw steals no training time
         )
         self._progress.start()
         self._task = self._progress.add_task(self.description, total=state.max_steps, completed=state.global_step, losses="")
