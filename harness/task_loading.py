@@ -58,6 +58,11 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise UsageError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
     except OSError as exc:
         raise UsageError(f"cannot read task file: {exc.strerror}", where=str(path)) from exc
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:
+    """Safe-load YAML text and also compose its node tree (for line numbers in errors)."""
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -138,18 +138,9 @@ def _known_keys(parent: tuple) -> list[str]:
 
 
 def _parse_yaml(text: str, path: Path):
-    import yaml
+    from persona_eval.task_loading import _node_line, parse_yaml
 
-    from persona_eval.task_loading import _node_line
-
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"invalid YAML: {problem}", where=where) from exc
+    data, root = parse_yaml(text, path)
     return data, lambda loc: _node_line(root, loc)
 
 
