@@ -14,6 +14,7 @@ alternate (ours first, then plain first, ...) and each side reports its median. 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
             # Alternate which side goes first, so warm caches favour neither.
             sides = [("ours", run_ours), ("plain", run_plain)]
             for name, runner in sides if rep % 2 == 0 else sides[::-1]:
+                gc.collect()  # the previous run's trainer and model, so memory does not favour either side
                 median = statistics.median(runner(args.kind, config, args.steps, args.limit, work))
                 (ours if name == "ours" else plain).append(median)
             print(f"rep {rep + 1}: ours {ours[-1]:.3f} s/step, plain TRL {plain[-1]:.3f} s/step", file=sys.stderr)
