@@ -134,7 +134,7 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         quiet):
     """Generate with a test model and a baseline, judge both orders, report dPQ."""
     from .components import close_generators
-    from .report import render_results
+    from .report import emit_results
     from .runner import Run, RunOptions
 
     persona_source, source_options = persona_source_choice(persona_source, retriever, persona_file, persona, on_missing)
@@ -155,12 +155,7 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         results = Run(options, progress=not quiet).execute()
     finally:
         close_generators()
-    if as_json:
-        import json
-
-        click.echo(json.dumps(results, indent=2, default=str))
-    else:
-        render_results(results)
+    emit_results(results, as_json)
 
 
 @cli.command()

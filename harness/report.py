@@ -104,3 +104,15 @@ def render_results(results: dict[str, Any], console=None) -> None:
     for line in _api(results.get("api", {})):
         console.print(line)
     console.print(f"run directory: {results['run_dir']}")
+
+
+def emit_results(results: dict[str, Any], as_json: bool = False) -> None:
+    """Print a run's results: the JSON document, or the table."""
+    if as_json:
+        import json
+
+        import click
+
+        click.echo(json.dumps(results, indent=2, default=str))
+    else:
+        render_results(results)

@@ -27,7 +27,7 @@ def judge_command(run_dir, judges, judge_model, output_dir, no_cache, bootstrap,
     """Judge the saved generations of RUN_DIR again (other judges or judge model), without regenerating."""
     from persona_eval.components import close_generators
     from persona_eval.judging import rejudge
-    from persona_eval.report import render_results
+    from persona_eval.report import emit_results
 
     try:
         results = rejudge(
@@ -36,12 +36,7 @@ def judge_command(run_dir, judges, judge_model, output_dir, no_cache, bootstrap,
         )
     finally:
         close_generators()
-    if as_json:
-        import json
-
-        click.echo(json.dumps(results, indent=2, default=str))
-    else:
-        render_results(results)
+    emit_results(results, as_json)
 
 
 @hookimpl
