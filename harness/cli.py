@@ -8,6 +8,7 @@ Plugins add commands through the `register_commands` hook.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -115,6 +116,8 @@ def persona_source_choice(source, retriever, persona_file, persona, on_missing):
 @click.option("--judge", "judges", multiple=True,
               help="Judge name (prometheus, gpt-4o, ...) or NAME@MODEL_SPEC; repeat for a majority vote of several judges.")
 @click.option("--judge-model", default=None, help="Model the judge runs on, e.g. hf:embedded.")
+@click.option("--judge-option", "judge_options", multiple=True, metavar="KEY=VALUE",
+              help="Judge option over the task's judge.options, e.g. feedback=true; repeatable.")
 @click.option("--persona-source", default=None, help="gold, retrieved, user, ... (default: the task's).")
 @persona_options
 @click.option("--pi-model", default=None, metavar="SPEC",
@@ -129,13 +132,16 @@ def persona_source_choice(source, retriever, persona_file, persona, on_missing):
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge_model, persona_source, retriever,
+def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge_model, judge_options, persona_source, retriever,
         persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, data_dir, no_cache, bootstrap, as_json,
         quiet):
     """Generate with a test model and a baseline, judge both orders, report dPQ."""
+    if quiet:  # the Hugging Face libraries' own switch: no "Loading weights" bars either
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from .components import close_generators
     from .report import emit_results
     from .runner import Run, RunOptions
+    from .spec import parse_options
 
     persona_source, source_options = persona_source_choice(persona_source, retriever, persona_file, persona, on_missing)
     if pi_model is not None:
@@ -146,7 +152,8 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         persona_source, source_options = "inferred", {**source_options, "model": pi_model}
     options = RunOptions(
         task=task, split=split, model=model, baseline=baseline, strategy=strategy, baseline_strategy=baseline_strategy,
-        judges=tuple(judges), judge_model=judge_model, persona_source=persona_source,
+        judges=tuple(judges), judge_model=judge_model, judge_options=parse_options(judge_options, option="--judge-option"),
+        persona_source=persona_source,
         persona_source_options=source_options, limit=limit, seed=seed,
         output_dir=output_dir, include_paths=tuple(include_paths), use_cache=not no_cache, bootstrap=bootstrap,
         data_dir=data_dir,

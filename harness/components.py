@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import registry
+from .errors import UsageError
 from .interfaces import Generator, Judge, PersonaSource
 from .records import GenParams
 from .spec import parse_model_spec
@@ -59,7 +60,12 @@ def build_judge(name: str, judge_model: str, task, seed: int, **options: Any) ->
     generator = build_generator(judge_model, option="--judge-model")
     params = gen_params(task.spec.judge.generation, seed)
     judge_options = {**task.spec.judge.options, **options} if name == task.spec.judge.name else options
-    return registry.judges.create(name, generator, params=params, max_attempts=task.spec.judge.max_attempts, **judge_options)
+    reserved = sorted({"generator", "params"} & set(judge_options))
+    if reserved:
+        raise UsageError(f"judge option {reserved[0]!r} is set by the harness (use --judge-model and judge.generation)")
+    # An explicit max_attempts option wins over the task's judge.max_attempts.
+    judge_options = {"max_attempts": task.spec.judge.max_attempts, **judge_options}
+    return registry.judges.create(name, generator, params=params, **judge_options)
 
 
 def build_persona_source(name: str, task, **options: Any) -> PersonaSource:

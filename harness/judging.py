@@ -86,6 +86,27 @@ def parse_judge_choices(values: Sequence[str], default_model: str) -> list[Judge
     return choices
 
 
+def options_by_judge(choices: Sequence[JudgeChoice], options: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``--judge-option`` values per judge label: each judge gets the options it takes.
+
+    One flag can then serve a mixed panel (``feedback=true`` reaches Prometheus, not GPT-4o);
+    an option no judge of the run takes is a usage error, so typos still fail.
+    """
+    from . import registry
+
+    options = dict(options or {})
+    reserved = sorted({"generator", "params"} & set(options))
+    if reserved:
+        raise UsageError(f"--judge-option {reserved[0]!r} is set by the harness (use --judge-model and the task's judge.generation)")
+    per_judge = {c.label: registry.judges.accepted_options(c.name, options) for c in choices}
+    taken = {key for accepted in per_judge.values() for key in accepted}
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        names = ", ".join(sorted({c.name for c in choices}))
+        raise UsageError(f"--judge-option {unknown[0]!r}: no judge of this run ({names}) has that option")
+    return per_judge
+
+
 def criteria_hash(task) -> str:
     """Hash of the task's judge criteria (instruction templates and rubrics)."""
     criteria = {name: c.model_dump(mode="json") for name, c in task.spec.judge.criteria.items()}
@@ -143,8 +164,12 @@ def run_judges(
     seed: int,
     progress=None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    judge_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
-    """Judge every pair with every judge; returns records (the fields scoring reads) by judge label, and identities."""
+    """Judge every pair with every judge; returns records (the fields scoring reads) by judge label, and identities.
+
+    `judge_options` (``--judge-option``) go over the task's ``judge.options``, to each judge that takes them.
+    """
     from .components import build_judge
 
     progress = progress or _NoProgress()
@@ -155,11 +180,12 @@ def run_judges(
     wanted = {(item.id, name, order) for item in items for name in task.spec.judge.criteria for order in ORDERS}
     by_label: dict[str, list[dict[str, Any]]] = {}
     identities: dict[str, dict[str, Any]] = {}
+    per_judge_options = options_by_judge(choices, judge_options)
     # Each record is flushed as it is written (a killed process loses none); the fsync for
     # power loss is paid once per batch, not per record (~7 ms each on a slow disk).
     with JsonlWriter(path, fsync=False) as writer:
         for choice in choices:
-            judge = build_judge(choice.name, choice.model, task, seed)
+            judge = build_judge(choice.name, choice.model, task, seed, **per_judge_options[choice.label])
             identity = judge_identity(judge, task)
             identities[choice.label] = identity
             judge_key = stable_hash(identity, 16)
@@ -373,10 +399,14 @@ def _load_run_dir(run_dir: Path) -> tuple[dict[str, Any], Any, list[JudgeItem], 
     return config, task, items, responses
 
 
-def rejudge_dir(run_dir: Path, choices: Sequence[JudgeChoice], judge_model: str) -> Path:
+def rejudge_dir(run_dir: Path, choices: Sequence[JudgeChoice], judge_model: str,
+                judge_options: Mapping[str, Any] | None = None) -> Path:
     labels = "+".join(safe_slug(c.name, 16) for c in choices)
     model = safe_slug(judge_model.split(":", 1)[-1].split(",", 1)[0], 24)
-    return run_dir / f"judge-{labels}-{model}-{stable_hash([c.to_dict() for c in choices], 8)}"
+    keyed: Any = [c.to_dict() for c in choices]
+    if judge_options:  # without options the folder keeps the name it always had
+        keyed = {"judges": keyed, "judge_options": dict(judge_options)}
+    return run_dir / f"judge-{labels}-{model}-{stable_hash(keyed, 8)}"
 
 
 def rejudge(
@@ -384,6 +414,7 @@ def rejudge(
     *,
     judges: Sequence[str] = (),
     judge_model: str | None = None,
+    judge_options: Mapping[str, Any] | None = None,
     output_dir: str | Path | None = None,
     use_cache: bool = True,
     cache_path: str | None = None,
@@ -401,7 +432,10 @@ def rejudge(
     judge_model = judge_model or config.get("judge_model") or task.spec.defaults.judge_model
     labels = tuple(judges) or tuple(config.get("judges") or (task.spec.judge.name,))
     choices = parse_judge_choices(labels, judge_model)
-    out_dir = Path(output_dir) if output_dir else rejudge_dir(run_dir, choices, judge_model)
+    # The run's --judge-option values carry over unless the re-judge gives its own.
+    judge_options = dict(config.get("judge_options") or {}) if judge_options is None else dict(judge_options)
+    options_by_judge(choices, judge_options)  # an unknown option fails before any work
+    out_dir = Path(output_dir) if output_dir else rejudge_dir(run_dir, choices, judge_model, judge_options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -414,7 +448,7 @@ def rejudge(
         with Progress(progress) as bar:
             judgments, identities = run_judges(
                 task=task, choices=choices, items=items, responses=responses,
-                path=out_dir / "judgments.jsonl", cache=cache, seed=seed, progress=bar,
+                path=out_dir / "judgments.jsonl", cache=cache, seed=seed, progress=bar, judge_options=judge_options,
             )
     finally:
         cache.close()
@@ -424,6 +458,7 @@ def rejudge(
         "rejudge_of": {"run_dir": str(run_dir), "run_key": config.get("run_key")},
         "judges": [c.to_dict() for c in choices],
         "judge_model": judge_model,
+        **({"judge_options": judge_options} if judge_options else {}),
         "identities": {"judges": identities},
         "items": len(items),
         "seed": seed,

@@ -13,7 +13,7 @@ import inspect
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import RunError, UnknownNameError, UsageError, plugin_call
 
@@ -122,6 +122,18 @@ class Registry:
 
     def get(self, name: str) -> Any:
         return self.entry(name).load()
+
+    def accepted_options(self, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of `options` that the factory of `name` takes as keywords (all of it for ``**kwargs``)."""
+        try:
+            parameters = inspect.signature(self.get(name)).parameters.values()
+        except ValueError:  # no introspectable signature: the call will tell
+            return dict(options)
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return dict(options)
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        accepted = {p.name for p in parameters if p.kind in kinds}
+        return {key: value for key, value in options.items() if key in accepted}
 
     def create(self, name: str, *args, **kwargs) -> Any:
         factory = self.get(name)

@@ -21,11 +21,11 @@ from . import __version__
 from .cache import NullCache, ResultCache
 from .components import build_generator, build_persona_source, gen_params, generator_origin
 from .errors import RunError, UsageError, plugin_call
-from .judging import JudgeItem, generator_stats, parse_judge_choices, run_judges, score
+from .judging import JudgeItem, generator_stats, options_by_judge, parse_judge_choices, run_judges, score
 from .jsonl import JsonlWriter, iter_jsonl
 from .plugin_manager import notify
 from .prompting import choose_shots, render_input, render_response_prefix
-from .records import Example, GenRequest, GenResult, PairRequest, Persona, Verdict
+from .records import Example, GenRequest, GenResult, Persona
 from .stages import cached_map
 from .task_loading import Task, resolve_task
 from .util import atomic_write_json, safe_slug, stable_hash
@@ -46,6 +46,7 @@ class RunOptions:
     baseline_strategy: str | None = None
     judges: tuple[str, ...] = ()
     judge_model: str | None = None
+    judge_options: dict[str, Any] = field(default_factory=dict)
     persona_source: str | None = None
     persona_source_options: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
@@ -149,6 +150,8 @@ class Run:
             "persona_source": {"name": self.persona_source_name, "options": options.persona_source_options},
             "judges": list(self.judge_names),
             "judge_model": self.judge_model,
+            # Only when given, so runs without --judge-option keep their run keys.
+            **({"judge_options": dict(options.judge_options)} if options.judge_options else {}),
             "limit": self.limit,
             "seed": self.seed,
         }
@@ -173,6 +176,7 @@ class Run:
         for choice in self.judge_choices:
             registry.judges.entry(choice.name)
         registry.persona_sources.entry(self.persona_source_name)
+        options_by_judge(self.judge_choices, self.options.judge_options)
 
     def _prepare_dir(self) -> None:
         config_path = self.run_dir / "config.json"
@@ -328,6 +332,7 @@ class Run:
             task=self.task, choices=self.judge_choices, items=self._judge_items(examples, generations),
             responses=self._responses(generations), path=self.run_dir / "judgments.jsonl", cache=self.cache,
             seed=self.seed, progress=progress, on_record=lambda record: notify("on_sample_end", run=self, record=record),
+            judge_options=self.options.judge_options,
         )
         self.config["identities"]["judges"] = identities
         return judgments

@@ -39,6 +39,17 @@ def _coerce(value: str) -> Any:
     return value
 
 
+def parse_options(values, *, option: str) -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` command-line options as a dict (values coerced like spec options)."""
+    options: dict[str, Any] = {}
+    for text in values:
+        key, eq, value = (text or "").partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{option} {text!r}: expected KEY=VALUE, e.g. {option} feedback=true")
+        options[key.strip()] = _coerce(value.strip())
+    return options
+
+
 def parse_model_spec(text: str, *, option: str = "--model") -> ModelSpec:
     text = (text or "").strip()
     backend, sep, rest = text.partition(":")

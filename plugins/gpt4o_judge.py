@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Sequence
 
 from persona_eval.hookspecs import hookimpl
-from persona_eval.interfaces import Generator, Judge
+from persona_eval.interfaces import Generator
+from persona_eval.plugins.pairwise_judge import Asking, PairwiseJudge, reask_params
 from persona_eval.records import GenParams, GenRequest, GenResult, PairRequest, Verdict
 from persona_eval.util import stable_hash
 
@@ -87,40 +87,22 @@ def _unscored_reason(result: GenResult | None, attempts: int) -> str:
     return reason + (f" after {attempts} attempts" if attempts > 1 else "")
 
 
-class PairwiseVerdictJudge(Judge):
+class PairwiseVerdictJudge(PairwiseJudge):
     name = "gpt-4o"
+    written_option = "rationale"
 
-    def __init__(
-        self,
-        generator: Generator,
-        params: GenParams | None = None,
-        max_attempts: int = 2,
-        use_logprobs: bool = True,
-        rationale: bool = True,
-    ):
-        self.generator = generator
-        self.params = params or GenParams(max_new_tokens=256)
-        self.max_attempts = max(1, int(max_attempts))
-        self.use_logprobs = bool(use_logprobs)
-        # rationale=False reads the verdict straight from P(A) vs P(B) after "Verdict:":
-        # one forward pass per verdict, for small local judges.
-        self.rationale = bool(rationale)
-        self.preferred_batch_size = getattr(generator, "preferred_batch_size", 8)
-        # The judge keeps no per-call state: it may run as many calls at once as its backend.
-        self.max_concurrent_calls = getattr(generator, "max_concurrent_calls", 1)
-        self._logprobs_supported: bool | None = None
-        self._warned = False
+    def __init__(self, generator: Generator, params: GenParams | None = None, max_attempts: int = 2, use_logprobs: bool = True, rationale: bool = True):
+        super().__init__(generator, params, max_attempts, use_logprobs, written=rationale)
 
-    def identity(self) -> dict[str, Any]:
-        return {
-            "judge": self.name,
-            "model": self.generator.identity(),
-            "template": stable_hash([SYSTEM_PROMPT, PROMPT_TEMPLATE, REASK_NOTE, VERDICT_CUE], 16),
-            "params": self.params.to_dict(),
-            "max_attempts": self.max_attempts,
-            "logprobs": self.use_logprobs,
-            "rationale": self.rationale,
-        }
+    @property
+    def rationale(self) -> bool:
+        return self.written
+
+    def template_hash(self) -> str:
+        return stable_hash([SYSTEM_PROMPT, PROMPT_TEMPLATE, REASK_NOTE, VERDICT_CUE], 16)
+
+    def parse(self, text: str) -> str | None:
+        return parse_verdict(text)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -132,12 +114,8 @@ class PairwiseVerdictJudge(Judge):
         return prompt + (REASK_NOTE if attempt > 1 else "")
 
     def _request(self, pair: PairRequest, attempt: int) -> GenRequest:
-        params = self.params
-        if attempt > 1:
-            params = GenParams(
-                max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                top_p=params.top_p, seed=params.seed + attempt, stop=params.stop,
-            )
+        # The reminder in the prompt is what lets a deterministic model answer differently.
+        params = reask_params(self.params, attempt)
         return GenRequest(id=pair.id, prompt=self._prompt(pair, attempt), params=params, system=SYSTEM_PROMPT)
 
     def _probe(self, pair: PairRequest, text: str, attempt: int) -> GenRequest:
@@ -146,81 +124,44 @@ class PairwiseVerdictJudge(Judge):
         request.response_prefix = f"{rationale}\n{VERDICT_CUE} " if rationale else f"{VERDICT_CUE} "
         return request
 
-    def _has_logprobs(self) -> bool:
-        if self._logprobs_supported is None:
-            self._logprobs_supported = self.use_logprobs and self.generator.choice_probs([], ["A", "B"]) is not None
-        return self._logprobs_supported
-
-    def _probs(self, requests: list[GenRequest]) -> list[float | None]:
-        if not requests:
-            return []
-        probs = self.generator.choice_probs(requests, ["A", "B"])
-        if probs is None or len(probs) != len(requests):
-            return [None] * len(requests)
-        return [p.get("A") for p in probs]
-
     # -- judging -------------------------------------------------------------------------
 
-    def compare(self, pairs: Sequence[PairRequest]) -> list[Verdict]:
-        if not self.rationale and self._has_logprobs():
-            probs = self._probs([self._probe(p, "", 1) for p in pairs])
-            return [self._from_probability(p_a, "", 1, None) for p_a in probs]
-        if not self.rationale and not self._warned:
-            logger.warning("%s: rationale=false needs log-probabilities, which this backend lacks; asking for a rationale", self.name)
-            self._warned = True
+    def _probability_only_reason(self, p_a: float | None) -> str:
+        return "P(A) = P(B) after 'Verdict:'" if p_a is not None else "the backend gave no probabilities"
 
-        verdicts: list[Verdict | None] = [None] * len(pairs)
-        last: dict[int, GenResult] = {}
-        even: dict[int, float] = {}  # P(A) of pairs the probabilities could not decide
-        attempts: dict[int, int] = {}
-        pending = list(range(len(pairs)))
-        for attempt in range(1, self.max_attempts + 1):
-            if not pending:
-                break
-            results = self.generator.generate([self._request(pairs[i], attempt) for i in pending])
-            if len(results) != len(pending):
-                raise RuntimeError(f"{self.name}: backend returned {len(results)} results for {len(pending)} requests")
-            unparsed = []
-            for i, result in zip(pending, results):
-                last[i], attempts[i] = result, attempt
-                winner = parse_verdict(result.text)
-                if winner:
-                    verdicts[i] = Verdict(winner=winner, raw=result.text, attempts=attempt)
-                else:
-                    unparsed.append(i)
-            # A backend with probabilities decides what the text left open, before re-asking.
-            if unparsed and self._has_logprobs():
-                probs = self._probs([self._probe(pairs[i], last[i].text, attempt) for i in unparsed])
-                still = []
-                for i, p_a in zip(unparsed, probs):
-                    if p_a is not None and p_a != 0.5:
-                        verdicts[i] = self._from_probability(p_a, last[i].text, attempt, last[i])
-                        even.pop(i, None)
-                    else:
-                        if p_a is not None:
-                            even[i] = p_a
-                        still.append(i)
-                unparsed = still
-            pending = unparsed
-        for i in pending:
-            reason = _unscored_reason(last.get(i), attempts.get(i, self.max_attempts))
-            verdicts[i] = Verdict(
-                winner=None, raw=last[i].text if i in last else "", attempts=attempts.get(i, self.max_attempts),
-                prob_a=even.get(i), unscored_reason=reason + (", and P(A) = P(B)" if i in even else ""),
+    def _warn_written_anyway(self) -> None:
+        logger.warning("%s: rationale=false needs log-probabilities, which this backend lacks; asking for a rationale", self.name)
+
+    def _settle(self, asking: Asking, unparsed: list[int], attempt: int) -> list[int]:
+        """A backend with probabilities decides what the text left open, before re-asking."""
+        if not (unparsed and self._has_logprobs()):
+            return unparsed
+        probs = self._probs([self._probe(asking.pairs[i], asking.last[i].text, attempt) for i in unparsed])
+        still = []
+        for i, p_a in zip(unparsed, probs):
+            if p_a is not None and p_a != 0.5:
+                asking.verdicts[i] = self._from_probability(p_a, asking.last[i].text, attempt)
+                asking.even.pop(i, None)
+            else:
+                if p_a is not None:
+                    asking.even[i] = p_a
+                still.append(i)
+        return still
+
+    def _finish(self, asking: Asking) -> None:
+        for i in asking.open():
+            attempts = asking.attempts.get(i, self.max_attempts)
+            reason = _unscored_reason(asking.last.get(i), attempts)
+            asking.verdicts[i] = Verdict(
+                winner=None, raw=asking.text(i), attempts=attempts, prob_a=asking.even.get(i),
+                unscored_reason=reason + (", and P(A) = P(B)" if i in asking.even else ""),
             )
         # P(A) for text verdicts too, where the backend has it (recorded, not used).
         if self._has_logprobs():
-            need = [i for i, v in enumerate(verdicts) if v is not None and v.winner and v.prob_a is None]
-            probs = self._probs([self._probe(pairs[i], last[i].text, attempts[i]) for i in need])
+            need = [i for i, v in enumerate(asking.verdicts) if v is not None and v.winner and v.prob_a is None]
+            probs = self._probs([self._probe(asking.pairs[i], asking.last[i].text, asking.attempts[i]) for i in need])
             for i, p_a in zip(need, probs):
-                verdicts[i].prob_a = p_a
-        return [v for v in verdicts if v is not None]
-
-    def _from_probability(self, p_a: float | None, text: str, attempts: int, result: GenResult | None) -> Verdict:
-        if p_a is None or p_a == 0.5:
-            reason = "P(A) = P(B) after 'Verdict:'" if p_a is not None else "the backend gave no probabilities"
-            return Verdict(winner=None, raw=text, prob_a=p_a, unscored_reason=reason, attempts=attempts)
-        return Verdict(winner="A" if p_a > 0.5 else "B", raw=text, prob_a=p_a, attempts=attempts)
+                asking.verdicts[i].prob_a = p_a
 
 
 @hookimpl

@@ -17,21 +17,25 @@ from persona_eval.hookspecs import hookimpl
 @click.option("--judge", "judges", multiple=True,
               help="Judge name, or NAME@MODEL_SPEC for its own model; repeat for a majority vote (default: the run's).")
 @click.option("--judge-model", default=None, help="Model the judges run on (default: the run's), e.g. openai:gpt-4o.")
+@click.option("--judge-option", "judge_options", multiple=True, metavar="KEY=VALUE",
+              help="Judge option over the task's judge.options, e.g. feedback=true (default: the run's); repeatable.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Where to write (default: RUN_DIR/judge-<judges>-<model>-<hash>).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def judge_command(run_dir, judges, judge_model, output_dir, no_cache, bootstrap, as_json, quiet):
+def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_cache, bootstrap, as_json, quiet):
     """Judge the saved generations of RUN_DIR again (other judges or judge model), without regenerating."""
     from persona_eval.components import close_generators
     from persona_eval.judging import rejudge
     from persona_eval.report import emit_results
+    from persona_eval.spec import parse_options
 
     try:
         results = rejudge(
             run_dir, judges=tuple(judges), judge_model=judge_model, output_dir=output_dir,
+            judge_options=parse_options(judge_options, option="--judge-option") if judge_options else None,
             use_cache=not no_cache, resamples=bootstrap, progress=not quiet,
         )
     finally:

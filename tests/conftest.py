@@ -64,3 +64,13 @@ def paper_outputs() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared paper outputs not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def scripted():
+    """The scripted test generator (`scripted:MODE`, see judging_support), registered for one test."""
+    import judging_support as js
+
+    plugin = js.install()
+    yield js.ScriptedGenerator
+    js.uninstall(plugin)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from pathlib import Path
 from typing import ClassVar
 
 from persona_eval import plugin_manager, registry
@@ -187,7 +188,7 @@ def _split_pt_input(text: str) -> tuple[str, str]:
     return prompt, persona
 
 
-def write_paper_task(folder, paper_outputs, *, judge_options: str = "{}") -> "Path":
+def write_paper_task(folder, paper_outputs, *, judge_options: str = "{}") -> Path:
     """A task YAML + test.jsonl in `folder` built from the paper's PT_dpo gold-persona inputs."""
     import json
     from pathlib import Path

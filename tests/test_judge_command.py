@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 from click.testing import CliRunner
 
-import judging_support as js
 from persona_eval.cli import _add_plugin_commands, cli
 from persona_eval.judging import rejudge
 from persona_eval.runner import Run, RunOptions
 
 PAIRS_PER_ITEM = 4  # 2 criteria x 2 orders
-
-
-@pytest.fixture
-def scripted():
-    plugin = js.install()
-    yield js.ScriptedGenerator
-    js.uninstall(plugin)
 
 
 def _run(tmp_path, **changes):

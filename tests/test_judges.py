@@ -13,13 +13,6 @@ from persona_eval.records import GenParams, PairRequest
 from persona_eval.task_loading import resolve_task
 
 
-@pytest.fixture
-def scripted():
-    plugin = js.install()
-    yield js.ScriptedGenerator
-    js.uninstall(plugin)
-
-
 @pytest.mark.parametrize(
     "text, expected",
     [

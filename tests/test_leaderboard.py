@@ -25,10 +25,10 @@ from persona_eval.cli import cli
 from persona_eval.errors import RunError, UsageError
 from persona_eval.leaderboards import load_leaderboard, load_schema, validate, validation_errors
 from persona_eval.leaderboards.build import build_leaderboard, sort_rows, write_leaderboard
-from persona_eval.leaderboards.publish import publish_to_dir, publish_to_hub
+from persona_eval.leaderboards.publish import publish_to_hub
 from persona_eval.leaderboards.render import render_html, safe_href, show_leaderboard
 
-from leaderboard_support import edit_results, make_run, results_dict
+from leaderboard_support import edit_results, make_run
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>alert('x')</script>"
@@ -358,7 +358,7 @@ def test_hostile_strings_are_escaped_everywhere(tmp_path):
     root = tmp_path / "runs"
     hostile_persona = f'The user is "evil" {HOSTILE} <img src=x onerror=alert(1)>'
     for split in ("chosen", "rejected"):
-        make_run(root, f"h-{split}", split=split, model=f"hf:{HOSTILE}", strategy=f'pt"><b onmouseover=alert(2)>',
+        make_run(root, f"h-{split}", split=split, model=f"hf:{HOSTILE}", strategy='pt"><b onmouseover=alert(2)>',
                  task_name=f"demo{HOSTILE}", personas=(hostile_persona,), dpq=5.0 if split == "chosen" else 1.0)
     doc = build_leaderboard([root], title=f"Board {HOSTILE}")
     assert doc["groups"][0]["examples"][0]["persona"] == hostile_persona

@@ -165,15 +165,6 @@ def test_no_release_here_and_clashes(tmp_path):
 # ---- judging the paper's own outputs ----------------------------------------------------------------
 
 
-@pytest.fixture
-def scripted():
-    import judging_support as js
-
-    plugin = js.install()
-    yield js.ScriptedGenerator
-    js.uninstall(plugin)
-
-
 def test_run_judges_released_outputs_with_a_predictable_judge(tmp_path, scripted):
     """PT_dpo vs DPO on the rejected gold personas with a judge that prefers the longer response:
     the counts must be exactly those predicted from the released files."""

@@ -13,13 +13,6 @@ ITEMS = 3
 JUDGMENTS = ITEMS * 2 * 2  # criteria x orders
 
 
-@pytest.fixture
-def scripted():
-    plugin = js.install()
-    yield js.ScriptedGenerator
-    js.uninstall(plugin)
-
-
 def _options(tmp_path, name: str, **changes) -> RunOptions:
     options = dict(model="scripted:writer", judges=("gpt-4o",), judge_model="scripted:longer", limit=ITEMS,
                    output_dir=str(tmp_path / name), cache_path=str(tmp_path / f"{name}.sqlite"), bootstrap=300)
