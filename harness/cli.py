@@ -8,7 +8,6 @@ Plugins add commands through the `register_commands` hook.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
@@ -136,12 +135,14 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, data_dir, no_cache, bootstrap, as_json,
         quiet):
     """Generate with a test model and a baseline, judge both orders, report dPQ."""
-    if quiet:  # the Hugging Face libraries' own switch: no "Loading weights" bars either
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from .components import close_generators
     from .report import emit_results
     from .runner import Run, RunOptions
     from .spec import parse_options
+    from .util import quiet_library_progress
+
+    if quiet:
+        quiet_library_progress()
 
     persona_source, source_options = persona_source_choice(persona_source, retriever, persona_file, persona, on_missing)
     if pi_model is not None:

@@ -31,6 +31,11 @@ class LazyModule:
         return getattr(self._module, attr)
 
 
+def quiet_library_progress() -> None:
+    """For --quiet: the Hugging Face libraries' own switch, so no "Loading weights" bars either."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 

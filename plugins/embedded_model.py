@@ -76,6 +76,9 @@ def ensure_embedded_model() -> Path:
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from persona_eval.plugins.backend_common import quiet_progress_bars
+
+    quiet_progress_bars()
     console = Console(stderr=True)
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

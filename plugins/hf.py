@@ -1,12 +1,15 @@
 """The `hf` generator: Hugging Face transformers, batched, left-padded, chat templates.
 
 Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR]
-[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]``.
+[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]
+[,threads=auto|N]``.
 ``hf:embedded`` is the embedded SmolLM2-135M-Instruct. Requests are grouped by
 generation parameters and sorted by length so each batch pads little; batch_size=auto
 halves on out-of-memory. Greedy unless the temperature is above zero; sampling draws
 each request's tokens from its own generator seeded by (seed, rendered input), so a
-sampled answer does not depend on which other requests share its batch.
+sampled answer does not depend on which other requests share its batch. On CPU,
+threads=auto fits torch's thread count to the CPUs other processes leave free (see
+`torch_threads`); the count changes speed only, so it is not part of the identity.
 
 Also home to the helpers other local-weights backends share: `weights_fingerprint`
 and `model_revision` (what goes into an identity), and `render_request`.
@@ -24,6 +27,8 @@ from typing import Any, Sequence
 from persona_eval.errors import RunError, UsageError
 from persona_eval.hookspecs import hookimpl
 from persona_eval.interfaces import Generator
+from persona_eval.plugins.backend_common import adapter_folder, model_location, quiet_progress_bars
+from persona_eval.plugins.torch_threads import ThreadPolicy, parse_threads, prefer_sleeping_waits
 from persona_eval.records import GenParams, GenRequest, GenResult
 from persona_eval.util import cache_dir, file_hash, stable_hash
 
@@ -150,22 +155,18 @@ class HFGenerator(Generator):
         chat_template: bool = True,
         trust_remote_code: bool = False,
         merge_adapter: bool = True,
+        threads: int | str = "auto",
     ):
         self.model_name = model
-        if model == "embedded":
-            from persona_eval.plugins.embedded_model import MODEL_NAME, ensure_embedded_model
-
-            self.path = str(ensure_embedded_model())
-            self.display_name = f"embedded/{MODEL_NAME}"
-        else:
-            self.path = os.path.expanduser(model)
-            self.display_name = model
+        threads = parse_threads("hf", threads)
+        if threads == "auto":
+            prefer_sleeping_waits()  # before anything below imports torch
+        self.path, self.display_name = model_location(model)
         self.device = _resolve_device(device)
+        self.threads = ThreadPolicy(threads, self.device)
         self.dtype_name = str(dtype or "auto")
         _resolve_dtype(self.dtype_name, self.device)  # a bad dtype fails now, not after loading
-        self.adapter = os.path.abspath(os.path.expanduser(str(adapter))) if adapter else None
-        if self.adapter and not Path(self.adapter, "adapter_config.json").exists():
-            raise UsageError(f"hf: adapter folder {self.adapter!r} has no adapter_config.json")
+        self.adapter = adapter_folder("hf", adapter)
         self.auto_batch = batch_size == "auto"
         if self.auto_batch:
             self.batch_size = AUTO_BATCH_START.get(self.device.split(":")[0], 16)
@@ -200,6 +201,7 @@ class HFGenerator(Generator):
     def _load_uncached(self):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        quiet_progress_bars()
         dtype = _resolve_dtype(self.dtype_name, self.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision, trust_remote_code=self.trust_remote_code)
@@ -255,6 +257,7 @@ class HFGenerator(Generator):
     # -- generation ----------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        self.threads.apply()
         results: list[GenResult | None] = [None] * len(requests)
         groups: dict[GenParams, list[int]] = {}
         for index, request in enumerate(requests):
@@ -345,6 +348,7 @@ class HFGenerator(Generator):
         import torch
 
         model, tokenizer = self._load()
+        self.threads.apply()
         choice_ids = choice_token_ids(tokenizer, choices)
         texts = [self.render(r) for r in requests]
 

@@ -107,7 +107,10 @@ def register_commands(cli):
         from persona_eval.plugins.persona_inference import InferConfig, infer_file, load_exemplars, push_to_hub, write_parquet
         from persona_eval.plugins.persona_inference_data import FieldNames, input_identity, load_pairs
         from persona_eval.spec import parse_model_spec
+        from persona_eval.util import quiet_library_progress
 
+        if quiet:
+            quiet_library_progress()
         parse_model_spec(model, option="--model")
         if limit is not None and limit < 0:
             raise UsageError("--limit must be zero (all items) or positive")
@@ -179,8 +182,10 @@ def register_commands(cli):
         from persona_eval.errors import UsageError
         from persona_eval.plugins import pi_accuracy as pia
         from persona_eval.spec import parse_model_spec
-        from persona_eval.util import atomic_write_json
+        from persona_eval.util import atomic_write_json, quiet_library_progress
 
+        if quiet:
+            quiet_library_progress()
         parse_model_spec(judge_model, option="--judge-model")
         if limit is not None and limit < 0:
             raise UsageError("--limit must be zero (all items) or positive")

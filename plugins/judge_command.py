@@ -31,6 +31,10 @@ def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_ca
     from persona_eval.judging import rejudge
     from persona_eval.report import emit_results
     from persona_eval.spec import parse_options
+    from persona_eval.util import quiet_library_progress
+
+    if quiet:
+        quiet_library_progress()
 
     try:
         results = rejudge(

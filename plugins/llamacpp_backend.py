@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from persona_eval.errors import RunError, UsageError
 from persona_eval.hookspecs import hookimpl
 from persona_eval.interfaces import Generator
+from persona_eval.plugins.backend_common import check_engine_option, engine_class, sampler_kwargs
 from persona_eval.records import GenParams, GenRequest, GenResult
 
 logger = logging.getLogger("persona_eval.llamacpp")
@@ -54,12 +55,7 @@ def llama_kwargs(model_path: str, options: dict[str, Any]) -> dict[str, Any]:
         if key == "seed":
             kwargs["seed"] = int(value)
             continue
-        expected = _PASSTHROUGH.get(key)
-        if expected is None:
-            known = ", ".join(sorted([*_PASSTHROUGH, "seed", "chat_template"]))
-            raise UsageError(f"gguf: unknown option {key!r}; known: {known}")
-        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-            raise UsageError(f"gguf: option {key}={value!r} has the wrong type")
+        check_engine_option("gguf", key, value, _PASSTHROUGH, ("seed", "chat_template"))
         kwargs[key] = value
     if kwargs["n_ctx"] < 1:
         raise UsageError("gguf: n_ctx must be positive")
@@ -78,9 +74,8 @@ def completion_kwargs(params: GenParams, *, request_seed: int | None = None) -> 
     would quietly change the distribution; they are set to neutral so that only our
     temperature and top_p act. Temperature 0 is llama.cpp's greedy decoding.
     """
-    kwargs: dict[str, Any] = {
-        "max_tokens": int(params.max_new_tokens),
-        "temperature": float(params.temperature),
+    return {
+        **sampler_kwargs(params, request_seed),
         "top_p": float(params.top_p) if params.temperature > 0 else 1.0,
         "top_k": 0,
         "min_p": 0.0,
@@ -88,9 +83,6 @@ def completion_kwargs(params: GenParams, *, request_seed: int | None = None) -> 
         "repeat_penalty": 1.0,
         "stop": list(params.stop),
     }
-    if params.temperature > 0:
-        kwargs["seed"] = int(request_seed if request_seed is not None else params.seed)
-    return kwargs
 
 
 def render_prompt(request: GenRequest, template: str | None, *, bos_token: str = "", eos_token: str = "") -> str:
@@ -141,10 +133,7 @@ class LlamaCppGenerator(Generator):
     def _load(self):
         if self._llm is not None:
             return self._llm
-        try:
-            from llama_cpp import Llama
-        except ImportError as exc:
-            raise UsageError(INSTALL_HINT) from exc
+        Llama = engine_class("llama_cpp", "Llama", INSTALL_HINT)  # noqa: N806 - it is a class
         try:
             self._llm = Llama(**self.kwargs)
         except (ValueError, RuntimeError, OSError) as exc:

@@ -49,7 +49,10 @@ def _train(kind: str, task, base_model, from_, persona, output, config_path, max
            resume, overwrite, quiet, as_json) -> None:
     from persona_eval.errors import UsageError
     from persona_eval.trainers.config import load_config
+    from persona_eval.util import quiet_library_progress
 
+    if quiet:
+        quiet_library_progress()
     if resume and overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     config = load_config(config_path)

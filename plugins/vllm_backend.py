@@ -20,9 +20,18 @@ from typing import Any, Sequence
 from persona_eval.errors import RunError, UsageError
 from persona_eval.hookspecs import hookimpl
 from persona_eval.interfaces import Generator
+from persona_eval.plugins.backend_common import (
+    adapter_folder,
+    check_engine_option,
+    engine_class,
+    model_location,
+    sampler_kwargs,
+)
 from persona_eval.records import GenParams, GenRequest, GenResult
 
 logger = logging.getLogger("persona_eval.vllm")
+
+INSTALL_HINT = "the vllm backend needs vLLM and a CUDA GPU: pip install 'persona-eval[vllm]'"
 
 # LoRA ranks vLLM's kernels are built for; an adapter's rank is rounded up to one of them.
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -42,6 +51,8 @@ _PASSTHROUGH: dict[str, type | tuple[type, ...]] = {
     "tokenizer": str,
     "download_dir": str,
 }
+# Options this backend reads itself (listed when an unknown option is reported).
+_OWN_OPTIONS = ("dtype", "revision", "adapter", "max_lora_rank", "seed", "trust_remote_code", "chat_template")
 
 
 def lora_rank_for(adapter: str | os.PathLike) -> int:
@@ -86,13 +97,7 @@ def engine_kwargs(model_path: str, options: dict[str, Any]) -> dict[str, Any]:
     elif max_lora_rank is not None:
         raise UsageError("vllm: max_lora_rank= only makes sense with adapter=")
     for key, value in options.items():
-        expected = _PASSTHROUGH.get(key)
-        if expected is None:
-            known = ", ".join(sorted([*_PASSTHROUGH, "dtype", "revision", "adapter", "max_lora_rank", "seed",
-                                      "trust_remote_code", "chat_template"]))
-            raise UsageError(f"vllm: unknown option {key!r}; known: {known}")
-        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-            raise UsageError(f"vllm: option {key}={value!r} has the wrong type")
+        check_engine_option("vllm", key, value, _PASSTHROUGH, _OWN_OPTIONS)
         kwargs[key] = value
     if kwargs["tensor_parallel_size"] < 1:
         raise UsageError("vllm: tensor_parallel_size must be at least 1")
@@ -101,17 +106,12 @@ def engine_kwargs(model_path: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def sampling_kwargs(params: GenParams, *, request_seed: int | None = None) -> dict[str, Any]:
     """Keyword arguments for ``vllm.SamplingParams(...)``: greedy at temperature 0, seeded sampling above."""
-    kwargs: dict[str, Any] = {
-        "max_tokens": int(params.max_new_tokens),
-        "temperature": float(params.temperature),
-        "skip_special_tokens": True,
-    }
+    kwargs = sampler_kwargs(params, request_seed)
+    kwargs["skip_special_tokens"] = True
     if params.stop:
         kwargs["stop"] = list(params.stop)
     if params.temperature > 0:
         kwargs["top_p"] = float(params.top_p)
-        # A per-request seed keeps a sample independent of the other requests in flight.
-        kwargs["seed"] = int(request_seed if request_seed is not None else params.seed)
     return kwargs
 
 
@@ -123,21 +123,10 @@ def choice_sampling_kwargs() -> dict[str, Any]:
 class VLLMGenerator(Generator):
     def __init__(self, model: str, chat_template: bool = True, **options: Any):
         self.model_name = model
-        if model == "embedded":
-            from persona_eval.plugins.embedded_model import MODEL_NAME, ensure_embedded_model
-
-            self.path = str(ensure_embedded_model())
-            self.display_name = f"embedded/{MODEL_NAME}"
-        else:
-            self.path = os.path.expanduser(model)
-            self.display_name = model
-        adapter = options.get("adapter")
-        if adapter:
-            adapter = os.path.abspath(os.path.expanduser(str(adapter)))
-            if not Path(adapter, "adapter_config.json").exists():
-                raise UsageError(f"vllm: adapter folder {adapter!r} has no adapter_config.json")
-            options["adapter"] = adapter
-        self.adapter = adapter or None
+        self.path, self.display_name = model_location(model)
+        self.adapter = adapter_folder("vllm", options.get("adapter"))
+        if self.adapter:
+            options["adapter"] = self.adapter
         self.use_chat_template = bool(chat_template)
         self.options = options
         # Validate the whole mapping now: a bad option fails before any GPU work.
@@ -150,12 +139,7 @@ class VLLMGenerator(Generator):
     def _load(self):
         if self._llm is not None:
             return self._llm
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise UsageError(
-                "the vllm backend needs vLLM and a CUDA GPU: pip install 'persona-eval[vllm]'"
-            ) from exc
+        LLM = engine_class("vllm", "LLM", INSTALL_HINT)  # noqa: N806 - it is a class
         try:
             self._llm = LLM(**self.kwargs)
         except Exception as exc:  # noqa: BLE001 - engine start-up errors are many and varied
