@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import re
 import signal
@@ -36,46 +35,22 @@ REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO.parent / "shared" / "data" / "paper-outputs"
 SECTIONS = re.compile(r"###Response A:\n(.*?)\n\n###Response B:\n(.*?)\n\n###Score Rubric", re.S)
 
-TASK_YAML = """\
-name: paper-beavertails-bench
-version: 1
-description: BeaverTails test prompts with gold personas, parsed from the paper's PT_dpo inputs (bench only).
-dataset:
-  test: test.jsonl
-splits: [chosen, rejected]
-persona_source: gold
-strategies:
-  test: pt
-  baseline: inline
-judge:
-  name: prometheus
-"""
+sys.path.insert(0, str(REPO / "tests"))
+
+import judging_support as js  # noqa: E402  (the paper task, parsed as the tests parse it)
 
 
 def write_task(folder: Path, paper: Path) -> Path:
     """task.yaml + test.jsonl: the prompt and gold personas parsed from the PT_dpo input fields."""
-    def split(text: str) -> tuple[str, str]:
-        prompt, _, persona = text[len("Prompt: "):-len("\nResponse:")].rpartition("\nPersona: ")
-        return prompt, persona
-
-    chosen = json.loads((paper / "beavertails" / "pt_dpo__gold-chosen.json").read_text())
-    rejected = json.loads((paper / "beavertails" / "pt_dpo__gold-rejected.json").read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "test.jsonl", "w", encoding="utf-8") as handle:
-        for index, (c, r) in enumerate(zip(chosen, rejected)):
-            prompt, chosen_persona = split(c["prompt"])
-            _, rejected_persona = split(r["prompt"])
-            handle.write(json.dumps({"id": f"bt-{index:03d}", "prompt": prompt, "chosen_persona": chosen_persona,
-                                     "rejected_persona": rejected_persona}) + "\n")
-    (folder / "task.yaml").write_text(TASK_YAML)
-    return folder / "task.yaml"
+    return js.write_paper_task(folder, paper)
 
 
 # ---- the server, in its own process (its own GIL) ------------------------------------
 
 
-def _serve(latency_ms: float, conn) -> None:
-    from persona_eval.testing.openai_server import FunctionResponder, serve
+def bench_judge_responder(latency_ms: float):
+    """Prometheus-format verdicts after a fixed latency: the longer response wins."""
+    from persona_eval.testing.openai_server import FunctionResponder
 
     async def judge(chat):
         await asyncio.sleep(latency_ms / 1000.0)
@@ -85,36 +60,7 @@ def _serve(latency_ms: float, conn) -> None:
             return "Feedback. [RESULT] A"
         return f"Feedback. [RESULT] {'A' if len(found.group(1)) >= len(found.group(2)) else 'B'}"
 
-    with serve(FunctionResponder(judge)) as server:
-        conn.send(server.base_url)
-        while True:
-            command = conn.recv()
-            if command == "stats":
-                conn.send(server.stats.snapshot())
-            elif command == "stop":
-                break
-
-
-class ServerProcess:
-    def __init__(self, latency_ms: float):
-        context = mp.get_context("spawn")
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(latency_ms, child), daemon=True)
-        self.process.start()
-        self.base_url = self.conn.recv()
-
-    def stats(self) -> dict:
-        self.conn.send("stats")
-        return self.conn.recv()
-
-    def close(self) -> None:
-        try:
-            self.conn.send("stop")
-        except OSError:
-            pass
-        self.process.join(10)
-        if self.process.is_alive():
-            self.process.kill()
+    return FunctionResponder(judge)
 
 
 # ---- 1. the server's capacity ----------------------------------------------------------
@@ -257,7 +203,9 @@ def main() -> None:
     task = write_task(work / "task", args.paper_outputs)
     items = args.limit or sum(1 for _ in open(work / "task" / "test.jsonl"))
     judgments = items * 2 * 2
-    server = ServerProcess(args.latency_ms)
+    from persona_eval.testing.openai_server import ChildServer
+
+    server = ChildServer(bench_judge_responder, args.latency_ms)
     judge_model = f"openai:prometheus-bench,base_url={server.base_url},max_concurrency={args.concurrency}"
     report: dict = {"concurrent_calls_override": args.concurrent_calls, "items": items, "judgments": judgments, "latency_ms": args.latency_ms, "concurrency": args.concurrency}
     try:

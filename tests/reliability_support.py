@@ -132,52 +132,11 @@ def gen_responder(latency_ms: float = 0.0):
 # ---- the server in its own process (benchmarks) ---------------------------------------
 
 
-def _serve(kind: str, latency_ms: float, conn) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from persona_eval.testing.openai_server import serve
+def ServerProcess(kind: str = "judge", latency_ms: float = 0.0):
+    """The judge or generation responder served from a child process (its own GIL)."""
+    from persona_eval.testing.openai_server import ChildServer
 
-    responder = judge_responder(latency_ms) if kind == "judge" else gen_responder(latency_ms)
-    with serve(responder) as server:
-        conn.send(server.base_url)
-        while True:
-            command = conn.recv()
-            if command == "stats":
-                conn.send(server.stats.snapshot())
-            elif command == "stop":
-                break
-
-
-class ServerProcess:
-    """A loopback OpenAI-compatible server in a spawned child process."""
-
-    def __init__(self, kind: str = "judge", latency_ms: float = 0.0):
-        import multiprocessing as mp
-
-        context = mp.get_context("spawn")
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(kind, latency_ms, child), daemon=True)
-        self.process.start()
-        self.base_url = self.conn.recv()
-
-    def stats(self) -> dict:
-        self.conn.send("stats")
-        return self.conn.recv()
-
-    def close(self) -> None:
-        try:
-            self.conn.send("stop")
-        except OSError:
-            pass
-        self.process.join(10)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-
-    def __enter__(self) -> "ServerProcess":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    return ChildServer(judge_responder if kind == "judge" else gen_responder, latency_ms)
 
 
 # ---- the CLI as a subprocess --------------------------------------------------------------

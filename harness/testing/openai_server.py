@@ -23,6 +23,9 @@ Responders turn a parsed `ChatRequest` into a `ChatReply` (``async respond(chat)
   - any callable ``f(ChatRequest) -> str | ChatReply`` (sync or async).
 A responder may raise `APIError(status, message)` to answer with an error.
 
+`ChildServer(factory, *args, **options)` runs ``serve(factory(*args), **options)`` in a
+spawned child process (its own GIL), for benchmarks.
+
 `serve(responder, **options)` / `OpenAIServer(responder, **options)` options: ``host``
 (127.0.0.1), ``port`` (0 = a free port), ``models`` (served names; None accepts any name),
 ``api_key`` (when set, any other bearer token gets a 401 whose message echoes the presented
@@ -726,6 +729,62 @@ def serve(responder: Any, **options: Any) -> OpenAIServer:
     """Start a server on loopback (port 0 = a free one); use it as a context manager."""
     options.setdefault("host", "127.0.0.1")
     return OpenAIServer(responder, **options).start()
+
+
+def _child_main(factory: Callable[..., Any], args: tuple, options: dict[str, Any], conn) -> None:
+    with serve(factory(*args), **options) as server:
+        conn.send(server.base_url)
+        while True:
+            command = conn.recv()
+            if command == "stats":
+                conn.send(server.stats.snapshot())
+            elif command == "stop":
+                break
+
+
+class ChildServer:
+    """``serve(factory(*args), **options)`` in a spawned child process, with its own GIL.
+
+    For benchmarks, where a server sharing the client's GIL would measure the two together.
+    `factory` must be importable by name in the child (a module-level function). ``stats()``
+    asks the child for its `ServerStats` snapshot.
+    """
+
+    def __init__(self, factory: Callable[..., Any], *args: Any, ready_timeout_s: float = 60.0, **options: Any):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_child_main, args=(factory, args, options, child), daemon=True)
+        self.process.start()
+        child.close()
+        try:
+            if not self._conn.poll(ready_timeout_s):
+                raise RuntimeError(f"the server process did not start within {ready_timeout_s:g}s")
+            self.base_url: str = self._conn.recv()
+        except (EOFError, RuntimeError) as exc:
+            self.close()
+            raise RuntimeError(f"the server process failed to start (exit code {self.process.exitcode})") from exc
+
+    def stats(self) -> dict[str, Any]:
+        self._conn.send("stats")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        try:
+            self._conn.send("stop")
+        except OSError:
+            pass
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+    def __enter__(self) -> "ChildServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def run_server(responder: Any, *, ready: Callable[[OpenAIServer], None] | None = None, **options: Any) -> None:
