@@ -56,13 +56,22 @@ def gen_params(spec, seed: int) -> GenParams:
     )
 
 
+# Judge constructor arguments the harness fills itself: never options.
+HARNESS_JUDGE_ARGUMENTS = ("generator", "params")
+
+
+def reject_harness_arguments(options, *, what: str) -> None:
+    """`what` (e.g. ``--judge-option``) may not set a judge argument the harness fills."""
+    reserved = [name for name in HARNESS_JUDGE_ARGUMENTS if name in options]
+    if reserved:
+        raise UsageError(f"{what} {reserved[0]!r} is set by the harness (use --judge-model and the task's judge.generation)")
+
+
 def build_judge(name: str, judge_model: str, task, seed: int, **options: Any) -> Judge:
     generator = build_generator(judge_model, option="--judge-model")
     params = gen_params(task.spec.judge.generation, seed)
     judge_options = {**task.spec.judge.options, **options} if name == task.spec.judge.name else options
-    reserved = sorted({"generator", "params"} & set(judge_options))
-    if reserved:
-        raise UsageError(f"judge option {reserved[0]!r} is set by the harness (use --judge-model and judge.generation)")
+    reject_harness_arguments(judge_options, what="judge option")
     # An explicit max_attempts option wins over the task's judge.max_attempts.
     judge_options = {"max_attempts": task.spec.judge.max_attempts, **judge_options}
     return registry.judges.create(name, generator, params=params, **judge_options)

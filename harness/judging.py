@@ -93,11 +93,10 @@ def options_by_judge(choices: Sequence[JudgeChoice], options: Mapping[str, Any] 
     an option no judge of the run takes is a usage error, so typos still fail.
     """
     from . import registry
+    from .components import reject_harness_arguments
 
     options = dict(options or {})
-    reserved = sorted({"generator", "params"} & set(options))
-    if reserved:
-        raise UsageError(f"--judge-option {reserved[0]!r} is set by the harness (use --judge-model and the task's judge.generation)")
+    reject_harness_arguments(options, what="--judge-option")
     per_judge = {c.label: registry.judges.accepted_options(c.name, options) for c in choices}
     taken = {key for accepted in per_judge.values() for key in accepted}
     unknown = sorted(set(options) - taken)

@@ -39,14 +39,22 @@ def _coerce(value: str) -> Any:
     return value
 
 
+def _key_value(text: str) -> tuple[str, Any] | None:
+    """``key=value`` as (key, coerced value); None when it is not of that form."""
+    key, eq, value = (text or "").partition("=")
+    if not eq or not key.strip():
+        return None
+    return key.strip(), _coerce(value.strip())
+
+
 def parse_options(values, *, option: str) -> dict[str, Any]:
     """Repeated ``KEY=VALUE`` command-line options as a dict (values coerced like spec options)."""
     options: dict[str, Any] = {}
     for text in values:
-        key, eq, value = (text or "").partition("=")
-        if not eq or not key.strip():
+        pair = _key_value(text)
+        if pair is None:
             raise UsageError(f"{option} {text!r}: expected KEY=VALUE, e.g. {option} feedback=true")
-        options[key.strip()] = _coerce(value.strip())
+        options[pair[0]] = pair[1]
     return options
 
 
@@ -60,8 +68,8 @@ def parse_model_spec(text: str, *, option: str = "--model") -> ModelSpec:
     model, *pairs = rest.split(",")
     options: dict[str, Any] = {}
     for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
+        parsed = _key_value(pair)
+        if parsed is None:
             raise UsageError(f"{option} {text!r}: option {pair!r} is not key=value")
-        options[key.strip()] = _coerce(value.strip())
+        options[parsed[0]] = parsed[1]
     return ModelSpec(backend.strip(), model.strip(), options)

@@ -31,9 +31,13 @@ class LazyModule:
         return getattr(self._module, attr)
 
 
+# The Hugging Face libraries' own switch for their progress bars ("Loading weights", ...).
+QUIET_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
+
+
 def quiet_library_progress() -> None:
-    """For --quiet: the Hugging Face libraries' own switch, so no "Loading weights" bars either."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    """For --quiet: the library progress bars go too (see `QUIET_ENV`), unless the user set the switch."""
+    os.environ.setdefault(QUIET_ENV, "1")
 
 
 def canonical_json(obj: Any) -> str:

@@ -17,9 +17,7 @@ from typing import Any, Iterable
 
 from persona_eval.errors import UsageError
 from persona_eval.records import GenParams
-
-# The Hugging Face ecosystem's own switch; `persona-eval run --quiet` sets it.
-QUIET_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
+from persona_eval.util import QUIET_ENV  # set by --quiet (`quiet_library_progress`)
 
 
 def model_location(model: str) -> tuple[str, str]:
