@@ -22,10 +22,8 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,15 +34,8 @@ import reliability_support as rs  # noqa: E402
 
 def wall_and_cpu(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of the child alone, its stdout); exits on failure."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stdout = process.stdout.read()
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(command[:6])} ...\n{stderr.decode(errors='replace')[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, stdout.decode()
+    usage = rs.measure_child(command, env)
+    return usage.wall_s, usage.cpu_s, usage.stdout
 
 
 def main() -> None:

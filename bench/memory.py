@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,13 +27,8 @@ import reliability_support as rs  # noqa: E402
 
 def peak_rss(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(peak RSS in MB, wall seconds, CPU seconds) of one child process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(command[:6])} ...\n{stderr.decode(errors='replace')[-3000:]}")
-    return usage.ru_maxrss / 1024.0, time.perf_counter() - start, usage.ru_utime + usage.ru_stime
+    usage = rs.measure_child(command, env, keep_stdout=False)
+    return usage.peak_rss_mb, usage.wall_s, usage.cpu_s
 
 
 def main() -> None:

@@ -9,7 +9,8 @@
 - `judge_responder(latency_ms)` / `gen_responder(latency_ms)`: async responders for
   `persona_eval.testing.openai_server.serve`;
 - `ServerProcess`: that server in a child process (its own GIL), for benchmarks;
-- `cli(...)`: ``persona-eval`` as a subprocess, with an isolated cache and plugin environment.
+- `cli(...)`: ``persona-eval`` as a subprocess, with an isolated cache and plugin environment;
+- `measure_child(command, env)`: one child's wall and CPU time and peak RSS, for benchmarks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,26 +111,24 @@ def _user_text(chat) -> str:
     return "\n".join(m["content"] for m in chat.messages if m["role"] != "system")
 
 
-def judge_responder(latency_ms: float = 0.0):
+def _responder(answer, latency_ms: float):
+    """A loopback responder: `answer` of the request's non-system text, after `latency_ms`."""
     from persona_eval.testing.openai_server import FunctionResponder
 
     async def respond(chat):
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000.0)
-        return judge_text(_user_text(chat))
+        return answer(_user_text(chat))
 
     return FunctionResponder(respond)
+
+
+def judge_responder(latency_ms: float = 0.0):
+    return _responder(judge_text, latency_ms)
 
 
 def gen_responder(latency_ms: float = 0.0):
-    from persona_eval.testing.openai_server import FunctionResponder
-
-    async def respond(chat):
-        if latency_ms:
-            await asyncio.sleep(latency_ms / 1000.0)
-        return gen_text(_user_text(chat))
-
-    return FunctionResponder(respond)
+    return _responder(gen_text, latency_ms)
 
 
 # ---- the server in its own process (benchmarks) ---------------------------------------
@@ -158,6 +160,33 @@ def cli(*args: str, cache: Path, timeout: float = 120, env: dict[str, str] | Non
         cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=timeout,
                           env=env or cli_env(cache), cwd=cwd)
+
+
+@dataclass
+class ChildUsage:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    stdout: str
+
+
+def measure_child(command: list[str], env: dict[str, str], *, keep_stdout: bool = True) -> ChildUsage:
+    """Run one child process to its end: wall time, and CPU time and peak RSS of the child alone.
+
+    `os.wait4` gives the child's own resource usage (not the sum over all children); stderr
+    goes to a file, so a chatty child cannot block on a full pipe. Exits on failure.
+    """
+    with tempfile.TemporaryFile() as stderr_file:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE if keep_stdout else subprocess.DEVNULL,
+                                   stderr=stderr_file)
+        stdout = process.stdout.read() if keep_stdout else b""
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr_file.seek(0)
+            sys.exit(f"failed: {' '.join(command[:6])} ...\n{stderr_file.read().decode(errors='replace')[-3000:]}")
+    return ChildUsage(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, stdout.decode())
 
 
 def run_args(task: Path, out: Path, *, model: str, baseline: str, judge_model: str, judge: str = "gpt-4o",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import cli_support
 
 from persona_eval.errors import UsageError
 from persona_eval.plugins import persona_bias as pb
@@ -16,9 +15,8 @@ from persona_eval.plugins import persona_bias as pb
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from persona_eval.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+def cli(*args: str):
+    return cli_support.cli(*args, timeout=300)
 
 
 def test_cut_at_contrast_and_words():

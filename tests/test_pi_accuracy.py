@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import pytest
+
+from cli_support import cli, invoke
 
 from persona_eval.cache import NullCache, ResultCache
 from persona_eval.interfaces import Generator
@@ -18,29 +17,6 @@ from persona_eval.plugins import pi_accuracy as pia
 from persona_eval.records import GenRequest, GenResult
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from persona_eval.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
-
-
-def invoke(*args: str) -> subprocess.CompletedProcess:
-    """The CLI in this process, so the embedded model loads once per test session."""
-    import inspect
-
-    from click.testing import CliRunner
-
-    from persona_eval import plugin_manager
-    from persona_eval.cli import cli as group
-
-    if "infer" not in group.commands:
-        plugin_manager.call_each("register_commands", cli=group)
-    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
-    result = CliRunner(**separate).invoke(group, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,34 @@
+"""`persona-eval` for the command tests: as a subprocess (`cli`) or in this process (`invoke`).
+
+Both return a `subprocess.CompletedProcess` with separate stdout and stderr, so a test can
+switch between them. In process, the embedded model loads once per test session.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from persona_eval.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process; an exception other than an exit is raised, not hidden in the result."""
+    from click.testing import CliRunner
+
+    from persona_eval.cli import _add_plugin_commands, cli as group
+
+    if "infer" not in group.commands:  # the plugin commands, registered once
+        _add_plugin_commands()
+    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
+    result = CliRunner(**separate).invoke(group, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
