@@ -103,8 +103,8 @@ def main() -> None:
         import cProfile
 
         os.environ["PERSONA_EVAL_CACHE"] = str(work / "cache")
-        from persona_eval.components import close_generators
-        from persona_eval.runner import Run, RunOptions
+        from persona_eval.contracts.factories import close_generators
+        from persona_eval.pipeline.run import Run, RunOptions
 
         with rs.ServerProcess("judge") as server:
             options = RunOptions(task=str(task), model=f"file:{test_outputs}", baseline=f"file:{base_outputs}",

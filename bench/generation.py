@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def workload(n: int, max_new_tokens: int):
-    from persona_eval.prompting import render_input
-    from persona_eval.records import GenParams, GenRequest
-    from persona_eval.task_loading import resolve_task
+    from persona_eval.contracts.records import GenParams, GenRequest
+    from persona_eval.rendering.prompts import render_input
+    from persona_eval.taskfile.loading import resolve_task
 
     task = resolve_task("demo")
     examples = task.load("test") + task.load("train")
@@ -51,7 +51,7 @@ def run_raw(model, tokenizer, requests, batch_size: int, max_new_tokens: int):
     """What one would write by hand: template, sort longest first, left-pad, generate, decode."""
     import torch
 
-    from persona_eval.plugins.hf import render_request
+    from persona_eval.rendering.chat import render_request
 
     texts = [render_request(tokenizer, r, True)[0] for r in requests]
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -79,7 +79,7 @@ def run_ours(generator, requests):
 def run_lm_eval(lm, tokenizer, requests, max_new_tokens: int):
     from lm_eval.api.instance import Instance
 
-    from persona_eval.plugins.hf import render_request
+    from persona_eval.rendering.chat import render_request
 
     kwargs = {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False, "temperature": 0.0}
     instances = [
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from persona_eval.plugins.hf import HFGenerator
+    from persona_eval.plugins.generators.hf import HFGenerator
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
             lm = get_model("hf")(pretrained=generator.path, dtype="float32", device=args.device, batch_size=args.batch_size)
             runners["lm-eval"] = lambda reqs: run_lm_eval(lm, tokenizer, reqs, args.max_new_tokens)
 
-    from persona_eval.plugins.hf import render_request
+    from persona_eval.rendering.chat import render_request
 
     order = sorted(range(len(requests)), key=lambda i: -len(render_request(tokenizer, requests[i], True)[0]))
     batches = [[requests[i] for i in order[k : k + args.batch_size]] for k in range(0, len(order), args.batch_size)]

@@ -50,7 +50,7 @@ def write_task(folder: Path, paper: Path) -> Path:
 
 def bench_judge_responder(latency_ms: float):
     """Prometheus-format verdicts after a fixed latency: the longer response wins."""
-    from persona_eval.testing.openai_server import FunctionResponder
+    from persona_eval.serving.openai_server import FunctionResponder
 
     async def judge(chat):
         await asyncio.sleep(latency_ms / 1000.0)
@@ -90,11 +90,11 @@ async def _capacity(base_url: str, bodies: list[bytes], concurrency: int) -> flo
 
 def judge_bodies(run_dir: Path, task_path: Path, judge_model: str) -> list[bytes]:
     """The exact request bodies the run's judge sent: same prompts, same JSON."""
-    from persona_eval import registry
-    from persona_eval.components import build_generator, close_generators
-    from persona_eval.judging import JudgeItem, pair_requests
-    from persona_eval.records import GenParams
-    from persona_eval.task_loading import load_task
+    from persona_eval.contracts import registry
+    from persona_eval.contracts.factories import build_generator, close_generators
+    from persona_eval.contracts.records import GenParams
+    from persona_eval.pipeline.judge import JudgeItem, pair_requests
+    from persona_eval.taskfile.loading import load_task
 
     task = load_task(task_path)
     records = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
@@ -123,7 +123,7 @@ class JudgmentClock:
     def __init__(self):
         self.times: list[float] = []
 
-    from persona_eval.hookspecs import hookimpl
+    from persona_eval.contracts.hookspecs import hookimpl
 
     @hookimpl
     def on_sample_end(self, run, record):
@@ -139,9 +139,9 @@ class JudgmentClock:
 
 def timed_run(task: Path, paper: Path, judge_model: str, out: Path, limit: int, clock: JudgmentClock | None = None) -> tuple[dict, float]:
     """One in-process run with a fresh cache; returns results and the judging stage's seconds."""
-    from persona_eval.components import close_generators
-    from persona_eval.plugin_manager import get_plugin_manager
-    from persona_eval.runner import Run, RunOptions
+    from persona_eval.contracts.factories import close_generators
+    from persona_eval.contracts.plugin_manager import get_plugin_manager
+    from persona_eval.pipeline.run import Run, RunOptions
 
     if clock is not None:
         get_plugin_manager().register(clock, name="bench-judgment-clock")
@@ -190,7 +190,7 @@ def main() -> None:
                         help="override the openai backend's max_concurrent_calls in this process (what opting in gives)")
     args = parser.parse_args()
     if args.concurrent_calls:
-        from persona_eval.plugins.openai_api import OpenAIGenerator
+        from persona_eval.plugins.generators.openai import OpenAIGenerator
 
         print(f"note: OpenAIGenerator.max_concurrent_calls set to {args.concurrent_calls} for the in-process run "
               f"(declared: {getattr(OpenAIGenerator, 'max_concurrent_calls', 1)})")
@@ -203,7 +203,7 @@ def main() -> None:
     task = write_task(work / "task", args.paper_outputs)
     items = args.limit or sum(1 for _ in open(work / "task" / "test.jsonl"))
     judgments = items * 2 * 2
-    from persona_eval.testing.openai_server import ChildServer
+    from persona_eval.serving.openai_server import ChildServer
 
     server = ChildServer(bench_judge_responder, args.latency_ms)
     judge_model = f"openai:prometheus-bench,base_url={server.base_url},max_concurrency={args.concurrency}"

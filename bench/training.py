@@ -55,8 +55,8 @@ def run_plain(kind, config, steps, limit, work: Path) -> list[float]:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from persona_eval.plugins.embedded_model import ensure_embedded_model
-    from persona_eval.task_loading import resolve_task
+    from persona_eval.plugins.generators.embedded import ensure_embedded_model
+    from persona_eval.taskfile.loading import resolve_task
     from persona_eval.trainers.data import build_training_data
 
     path = str(ensure_embedded_model())

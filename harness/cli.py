@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from . import __version__
+from persona_eval import __version__
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -33,7 +33,7 @@ class PersonaEvalGroup(click.Group):
     """Turns our errors into one line on stderr and the right exit code."""
 
     def invoke(self, ctx):
-        from .errors import PersonaEvalError
+        from persona_eval.errors import PersonaEvalError
 
         try:
             return super().invoke(ctx)
@@ -79,7 +79,7 @@ def persona_options(command):
 
 def persona_source_choice(source, retriever, persona_file, persona, on_missing):
     """The persona source name and its options from the command-line flags (None: the task's source)."""
-    from .errors import UsageError
+    from persona_eval.errors import UsageError
 
     options: dict = {}
     user_flags = [flag for flag, value in (("--persona-file", persona_file), ("--persona", persona), ("--on-missing", on_missing)) if value is not None]
@@ -135,18 +135,18 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, data_dir, no_cache, bootstrap, as_json,
         quiet):
     """Generate with a test model and a baseline, judge both orders, report dPQ."""
-    from .components import close_generators
-    from .report import emit_results
-    from .runner import Run, RunOptions
-    from .spec import parse_options
-    from .util import quiet_library_progress
+    from persona_eval.contracts.factories import close_generators
+    from persona_eval.contracts.model_spec import parse_options
+    from persona_eval.display.quiet import quiet_library_progress
+    from persona_eval.display.report import emit_results
+    from persona_eval.pipeline.run import Run, RunOptions
 
     if quiet:
         quiet_library_progress()
 
     persona_source, source_options = persona_source_choice(persona_source, retriever, persona_file, persona, on_missing)
     if pi_model is not None:
-        from .errors import UsageError
+        from persona_eval.errors import UsageError
 
         if persona_source not in (None, "inferred"):
             raise UsageError(f"--pi-model applies to --persona-source inferred, not {persona_source!r}")
@@ -171,8 +171,8 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
 @click.option("--data/--no-data", default=True, show_default=True, help="Also load and check the task's local data.")
 def validate(paths, data):
     """Check task YAML files (and their data); errors name file, line and field."""
-    from .errors import PersonaEvalError
-    from .task_loading import load_task
+    from persona_eval.errors import PersonaEvalError
+    from persona_eval.taskfile.loading import load_task
 
     failed = 0
     for path in paths:
@@ -200,14 +200,14 @@ def ls_command(what, include_paths):
 
     console = Console()
     if what == "tasks":
-        from .task_loading import discover_tasks
+        from persona_eval.taskfile.loading import discover_tasks
 
         table = Table("task", "file")
         for name, path in sorted(discover_tasks(list(include_paths)).items()):
             table.add_row(name, str(path))
         console.print(table)
         return
-    from . import registry
+    from persona_eval.contracts import registry
 
     reg = {"generators": registry.generators, "judges": registry.judges,
            "persona-sources": registry.persona_sources, "retrievers": registry.retrievers}[what]
@@ -223,8 +223,8 @@ def plugins():
     from rich.console import Console
     from rich.table import Table
 
-    from . import registry
-    from .plugin_manager import plugin_infos
+    from persona_eval.contracts import registry
+    from persona_eval.contracts.plugin_manager import plugin_infos
 
     for reg in registry.ALL:
         reg.names()  # fill the registries so each plugin's registrations are known
@@ -239,7 +239,7 @@ def plugins():
 
 
 def _add_plugin_commands() -> None:
-    from .plugin_manager import call_each, record_registration
+    from persona_eval.contracts.plugin_manager import call_each, record_registration
 
     known = set(cli.commands)
 
@@ -252,7 +252,7 @@ def _add_plugin_commands() -> None:
 
 
 def main(argv=None) -> None:
-    from .errors import PersonaEvalError
+    from persona_eval.errors import PersonaEvalError
 
     try:
         _add_plugin_commands()

@@ -1,77 +1,8 @@
-"""The interfaces plugins implement: Generator, Judge, PersonaSource, Retriever.
+"""The plugin interfaces (Generator, Judge, PersonaSource, Retriever): the stable import path for plugins.
 
-All are batch-first. `identity()` returns a JSON-able dict that names everything that
-changes outputs (backend, model, revision or file hash, adapter, parameters, prompt
-hashes); it goes into cache keys and into results, so two different models can never
-share a cache entry.
+They live in `persona_eval.contracts.interfaces`; third-party plugins import them from here
+(``from persona_eval.interfaces import ...``), so this path never moves.
 """
 
-from __future__ import annotations
-
-import abc
-from typing import Any, Sequence
-
-from .records import Example, GenRequest, GenResult, PairRequest, Persona, Verdict
-
-
-class Generator(abc.ABC):
-    """Produces text for a batch of requests."""
-
-    #: How many requests the runner should hand over at once (progress granularity).
-    preferred_batch_size: int = 8
-
-    #: How many `generate` calls may run at once from different threads (after a first call
-    #: has run alone). Network backends whose calls share one connection pool set 2 or more,
-    #: so the next batch starts while the last requests of the previous one finish.
-    max_concurrent_calls: int = 1
-
-    @abc.abstractmethod
-    def identity(self) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]: ...
-
-    def choice_probs(self, requests: Sequence[GenRequest], choices: Sequence[str]) -> list[dict[str, float]] | None:
-        """Probability of each choice as the next token after prompt + response_prefix.
-
-        Backends without log-probabilities return None.
-        """
-        return None
-
-    def close(self) -> None:
-        """Release resources (servers, GPU memory)."""
-
-
-class Judge(abc.ABC):
-    """Compares two responses for one criterion, one order at a time."""
-
-    preferred_batch_size: int = 8
-
-    #: How many `compare` calls may run at once from different threads (see Generator).
-    max_concurrent_calls: int = 1
-
-    @abc.abstractmethod
-    def identity(self) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def compare(self, requests: Sequence[PairRequest]) -> list[Verdict]: ...
-
-
-class PersonaSource(abc.ABC):
-    @abc.abstractmethod
-    def identity(self) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def personas(self, examples: Sequence[Example], split: str) -> list[Persona]: ...
-
-
-class Retriever(abc.ABC):
-    @abc.abstractmethod
-    def identity(self) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def index(self, texts: Sequence[str]) -> None: ...
-
-    @abc.abstractmethod
-    def search(self, query: str, k: int = 1) -> list[tuple[int, float]]:
-        """Indices into the indexed texts with their scores, best first."""
+from persona_eval.contracts.interfaces import *  # noqa: F403
+from persona_eval.contracts.interfaces import __all__  # noqa: F401

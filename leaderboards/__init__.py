@@ -13,7 +13,7 @@ chosen and rejected splits and the rejected - chosen gap, the hard-benchmark col
     demo.json    the demo leaderboard (README.md says how it is regenerated)
 
 The import package is ``persona_eval.leaderboards``; the folder is ``leaderboards/``.
-The CLI commands live in ``persona_eval.plugins.leaderboard_commands``.
+The CLI commands live in ``persona_eval.plugins.commands.leaderboard``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Sequence
 
 from persona_eval import __version__
 from persona_eval.errors import UsageError
-from persona_eval.util import atomic_write_json, stable_hash
+from persona_eval.hashing import stable_hash
+from persona_eval.storage.files import atomic_write_json
 
 from . import SCHEMA_ID, SCHEMA_VERSION, SPLIT_ORDER, validate
 

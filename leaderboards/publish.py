@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_eval.errors import RunError, UsageError
-from persona_eval.util import atomic_write_json
+from persona_eval.storage.files import atomic_write_json
 
 from . import load_leaderboard
 from .render import PAGE_NAME, write_page

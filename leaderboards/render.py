@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from persona_eval.errors import UsageError
-from persona_eval.util import atomic_write_text
+from persona_eval.storage.files import atomic_write_text
 
 from . import HERE, SPLIT_ORDER
 from .build import sort_rows
@@ -53,7 +53,7 @@ def counts_text(criterion: dict[str, Any]) -> str:
 
 def short_identity(identity: Any) -> str:
     """A short stable fingerprint of an identity object, for display next to a name."""
-    from persona_eval.util import stable_hash
+    from persona_eval.hashing import stable_hash
 
     return stable_hash(identity, 10)
 

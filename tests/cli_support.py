@@ -23,7 +23,8 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
     """The CLI in this process; an exception other than an exit is raised, not hidden in the result."""
     from click.testing import CliRunner
 
-    from persona_eval.cli import _add_plugin_commands, cli as group
+    from persona_eval.cli import _add_plugin_commands
+    from persona_eval.cli import cli as group
 
     if "infer" not in group.commands:  # the plugin commands, registered once
         _add_plugin_commands()

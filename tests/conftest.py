@@ -54,7 +54,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The cached bf16 copy of the embedded model (converted once per machine)."""
-    from persona_eval.plugins.embedded_model import ensure_embedded_model
+    from persona_eval.plugins.generators.embedded import ensure_embedded_model
 
     return ensure_embedded_model()
 

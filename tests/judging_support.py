@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from persona_eval import plugin_manager, registry
-from persona_eval.hookspecs import hookimpl
-from persona_eval.interfaces import Generator
-from persona_eval.records import GenResult
+from persona_eval.contracts import plugin_manager, registry
+from persona_eval.contracts.hookspecs import hookimpl
+from persona_eval.contracts.interfaces import Generator
+from persona_eval.contracts.records import GenResult
 
 _SECTIONS = (
     re.compile(r"## Response A\n(.*?)\n\n## Response B\n(.*?)\n\nJudge by", re.S),  # gpt-4o judge
@@ -150,7 +150,7 @@ def install() -> object:
 
 
 def uninstall(plugin) -> None:
-    from persona_eval.components import close_generators
+    from persona_eval.contracts.factories import close_generators
 
     close_generators()
     plugin_manager.get_plugin_manager().unregister(plugin)

@@ -10,20 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from persona_eval.contracts.model_spec import parse_model_spec
+from persona_eval.contracts.records import GenParams
+from persona_eval.display.quiet import QUIET_ENV, quiet_progress_bars
 from persona_eval.errors import UsageError
-from persona_eval.plugins import torch_threads
-from persona_eval.plugins.backend_common import (
-    QUIET_ENV,
+from persona_eval.plugins.generators import torch_threads
+from persona_eval.plugins.generators.common import (
     adapter_folder,
     check_engine_option,
     engine_class,
     model_location,
-    quiet_progress_bars,
     sampler_kwargs,
 )
-from persona_eval.plugins.hf import HFGenerator
-from persona_eval.records import GenParams
-from persona_eval.spec import parse_model_spec
+from persona_eval.plugins.generators.hf import HFGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "tasks" / "demo"
@@ -147,7 +146,7 @@ def test_auto_sets_a_count_within_the_cpus(embedded_model_dir, torch_threads_res
 def test_auto_asks_openmp_to_sleep_only_before_torch_loads(embedded_model_dir):
     code = (
         "import os, sys\n"
-        "from persona_eval.plugins.hf import HFGenerator\n"
+        "from persona_eval.plugins.generators.hf import HFGenerator\n"
         "assert 'torch' not in sys.modules\n"
         "HFGenerator('embedded', device='cpu', threads=sys.argv[1] if sys.argv[1] == 'auto' else int(sys.argv[1]))\n"
         "print(os.environ.get('OMP_WAIT_POLICY'))\n"
@@ -200,7 +199,7 @@ def _tiny_task(folder: Path) -> Path:
 def test_quiet_run_prints_no_loading_bars(embedded_model_dir, tmp_path):
     # Without quiet, loading the model does print the bar: the check below can fail.
     loud = subprocess.run(
-        [sys.executable, "-c", "from persona_eval.plugins.hf import HFGenerator; HFGenerator('embedded')._load()"],
+        [sys.executable, "-c", "from persona_eval.plugins.generators.hf import HFGenerator; HFGenerator('embedded')._load()"],
         capture_output=True, text=True, env=_env(), timeout=300,
     )
     assert loud.returncode == 0, loud.stderr

@@ -6,9 +6,9 @@ import json
 import urllib.request
 
 import pytest
-
 import reliability_support as rs
-from persona_eval.testing.openai_server import ChildServer
+
+from persona_eval.serving.openai_server import ChildServer
 
 
 def _chat(base_url: str, text: str) -> dict:

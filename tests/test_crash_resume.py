@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 import reliability_support as rs
-from persona_eval.testing.openai_server import serve
+
+from persona_eval.serving.openai_server import serve
 
 ITEMS = 30
 LATENCY_MS = 20
@@ -188,7 +188,7 @@ def test_kill_at_a_named_crash_point_then_resume(tmp_path, servers, reference, p
 def test_batched_cache_keys_equal_the_documented_key():
     """`cached_map` serializes the identity once per batch; the keys must stay exactly `cache_key`'s,
     or a resumed run (or one after an upgrade) would miss everything cached before."""
-    from persona_eval.cache import cache_key, cache_keys
+    from persona_eval.storage.cache import cache_key, cache_keys
 
     identities = [{"backend": "openai", "model": "m", "nested": [1, 2.5, {"é": None}]}, {}, "plain", None]
     payloads = [{"prompt": 'quote " backslash \\ emoji 😀', "params": {"stop": ["\n"], "temperature": 0.7}},

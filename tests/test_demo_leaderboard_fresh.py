@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from persona_eval.components import build_judge
-from persona_eval.task_loading import resolve_task
-
 import judging_support as js
+
+from persona_eval.contracts.factories import build_judge
+from persona_eval.taskfile.loading import resolve_task
 
 DEMO = Path(__file__).resolve().parents[1] / "leaderboards" / "demo.json"
 REBUILD = "leaderboards/demo.json is stale: rebuild it with `bash leaderboards/build_demo.sh`"

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from persona_eval.contracts.records import Example, GenRequest
 from persona_eval.errors import UsageError
-from persona_eval.plugins.file_outputs import FileGenerator, raw_question
-from persona_eval.prompting import render_input
-from persona_eval.records import Example, GenRequest
-from persona_eval.taskspec import DEFAULT_PROMPTS
+from persona_eval.plugins.generators.file import FileGenerator, raw_question
+from persona_eval.rendering.prompts import render_input
+from persona_eval.taskfile.schema import DEFAULT_PROMPTS
 
 
 def paper_inputs(folder):
@@ -61,7 +61,7 @@ def test_paper_file_matches_every_rendered_pt_input(paper_outputs):
 
 
 def test_paper_file_through_the_registry_with_strip_end_off(paper_outputs):
-    from persona_eval.components import build_generator
+    from persona_eval.contracts.factories import build_generator
 
     path = paper_outputs / "beavertails" / "dpo__none.json"
     first = json.loads(path.read_text())[0]

@@ -16,10 +16,10 @@ from collections import Counter
 
 import pytest
 
-from persona_eval import plugin_manager, registry
-from persona_eval.hookspecs import hookimpl
-from persona_eval.interfaces import Generator
-from persona_eval.records import GenResult
+from persona_eval.contracts import plugin_manager, registry
+from persona_eval.contracts.hookspecs import hookimpl
+from persona_eval.contracts.interfaces import Generator
+from persona_eval.contracts.records import GenResult
 
 CALLS: Counter = Counter()
 
@@ -59,7 +59,7 @@ def counting(tmp_path, monkeypatch):
     registry.reset_registries()
     CALLS.clear()
     yield cache
-    from persona_eval.components import close_generators
+    from persona_eval.contracts.factories import close_generators
 
     close_generators()
     manager.unregister(plugin)
@@ -149,7 +149,7 @@ def test_cache_info_and_clear(counting, tmp_path):
 @pytest.mark.slow
 def test_real_hf_backend_is_not_called_on_a_rerun(counting, tmp_path, monkeypatch, embedded_model_dir):
     """The same through the real `hf` backend: its generate is wrapped to count calls."""
-    from persona_eval.plugins.hf import HFGenerator
+    from persona_eval.plugins.generators.hf import HFGenerator
 
     original = HFGenerator.generate
     calls = Counter()

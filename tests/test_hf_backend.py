@@ -7,9 +7,11 @@ import shutil
 
 import pytest
 
+from persona_eval.contracts.records import GenParams, GenRequest, GenResult
 from persona_eval.errors import RunError, UsageError
-from persona_eval.plugins.hf import HFGenerator, request_seed, weights_fingerprint
-from persona_eval.records import GenParams, GenRequest, GenResult
+from persona_eval.models.fingerprint import weights_fingerprint
+from persona_eval.plugins.generators.hf import HFGenerator
+from persona_eval.plugins.generators.sampling import request_seed
 
 PROMPTS = [
     "Name a fruit.",

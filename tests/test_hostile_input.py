@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import reliability_support as rs
 from click.testing import CliRunner
 
-import reliability_support as rs
 from persona_eval.cli import cli
-from persona_eval.testing.openai_server import serve
+from persona_eval.serving.openai_server import serve
 
 ITEMS = 4
 

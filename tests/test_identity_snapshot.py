@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SHARED_DATA
 
 SNAPSHOT = REPO / "tests" / "data" / "identity_snapshot.json"
@@ -25,14 +24,6 @@ SNAPSHOT = REPO / "tests" / "data" / "identity_snapshot.json"
 
 def _imports():
     """The few core entry points the snapshot needs (the only lines that follow a move)."""
-    from persona_eval.contracts import factories, registry
-    from persona_eval.contracts.records import GenParams, GenRequest
-    from persona_eval.pipeline.judge import judge_identity, pair_payload, pair_requests
-    from persona_eval.pipeline.items import JudgeItem
-    from persona_eval.pipeline.run import Run, RunOptions, rejudge_dir
-    from persona_eval.pipeline.judge import parse_judge_choices
-    from persona_eval.storage.cache import cache_keys
-    from persona_eval.taskfile.loading import discover_tasks, load_task, resolve_task
 
     return locals()
 

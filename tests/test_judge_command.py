@@ -8,8 +8,8 @@ import shutil
 from click.testing import CliRunner
 
 from persona_eval.cli import _add_plugin_commands, cli
-from persona_eval.judging import rejudge
-from persona_eval.runner import Run, RunOptions
+from persona_eval.pipeline.judge import rejudge
+from persona_eval.pipeline.run import Run, RunOptions
 
 PAIRS_PER_ITEM = 4  # 2 criteria x 2 orders
 

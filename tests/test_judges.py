@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import judging_support as js
 import pytest
 
-import judging_support as js
-from persona_eval import registry
-from persona_eval.judging import criteria_hash, judge_identity
-from persona_eval.plugins.gpt4o_judge import PROMPT_TEMPLATE, parse_verdict
-from persona_eval.plugins.prometheus import parse_relative
-from persona_eval.records import GenParams, PairRequest
-from persona_eval.task_loading import resolve_task
+from persona_eval.contracts import registry
+from persona_eval.contracts.records import GenParams, PairRequest
+from persona_eval.pipeline.judge import criteria_hash, judge_identity
+from persona_eval.plugins.judges.gpt4o import PROMPT_TEMPLATE, parse_verdict
+from persona_eval.plugins.judges.prometheus import parse_relative
+from persona_eval.taskfile.loading import resolve_task
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_identities_name_template_rubric_and_model(scripted):
 def test_alias_and_unknown_judge_names(scripted):
     assert registry.judges.entry("openai-judge").name == "gpt-4o"
     from persona_eval.errors import UnknownNameError
-    from persona_eval.judging import parse_judge_choices
+    from persona_eval.pipeline.judge import parse_judge_choices
 
     with pytest.raises(UnknownNameError, match="did you mean"):
         parse_judge_choices(["gpt4o"], "scripted:longer")
@@ -179,7 +179,7 @@ def test_alias_and_unknown_judge_names(scripted):
 @pytest.mark.slow
 def test_gpt4o_judge_on_the_embedded_model(embedded_model_dir):
     """The judge on a real local model: verdicts from P(A) after "Verdict:", and a short written pass."""
-    from persona_eval.components import build_generator
+    from persona_eval.contracts.factories import build_generator
 
     generator = build_generator("hf:embedded")
     quick = registry.judges.create("gpt-4o", generator, params=GenParams(max_new_tokens=8), max_attempts=1, rationale=False)
@@ -197,7 +197,7 @@ def test_gpt4o_judge_on_the_embedded_model(embedded_model_dir):
 
 
 def _paper_run_options(paper_outputs, task_path, tmp_path, judge_model: str, *, judges=("prometheus",), limit=8):
-    from persona_eval.runner import RunOptions
+    from persona_eval.pipeline.run import RunOptions
 
     bt = paper_outputs / "beavertails"
     return RunOptions(
@@ -218,10 +218,10 @@ def _longer_judge(chat):
 def test_paper_outputs_judged_over_a_loopback_openai_server(paper_outputs, tmp_path):
     import json
 
-    from persona_eval.components import close_generators
-    from persona_eval.plugins.file_outputs import strip_end_markers
-    from persona_eval.runner import Run
-    from persona_eval.testing.openai_server import FunctionResponder, serve
+    from persona_eval.contracts.factories import close_generators
+    from persona_eval.pipeline.run import Run
+    from persona_eval.plugins.generators.file import strip_end_markers
+    from persona_eval.serving.openai_server import FunctionResponder, serve
 
     task_path = js.write_paper_task(tmp_path / "task", paper_outputs)
     bt = paper_outputs / "beavertails"
@@ -259,8 +259,8 @@ def test_paper_outputs_judged_over_a_loopback_openai_server(paper_outputs, tmp_p
 
 @pytest.mark.slow
 def test_paper_outputs_judged_by_the_embedded_model(paper_outputs, tmp_path, embedded_model_dir):
-    from persona_eval.components import close_generators
-    from persona_eval.runner import Run
+    from persona_eval.contracts.factories import close_generators
+    from persona_eval.pipeline.run import Run
 
     task_path = js.write_paper_task(tmp_path / "task", paper_outputs, judge_options="{feedback: false}")
     try:

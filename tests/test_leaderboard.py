@@ -5,8 +5,8 @@ The HTML page in a real browser is tested in test_leaderboard_html.py.
 
 from __future__ import annotations
 
-import copy
 import base64
+import copy
 import hashlib
 import html as html_lib
 import inspect
@@ -19,16 +19,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from leaderboard_support import edit_results, make_run
 
-from persona_eval import plugin_manager
 from persona_eval.cli import cli
+from persona_eval.contracts import plugin_manager
 from persona_eval.errors import RunError, UsageError
 from persona_eval.leaderboards import load_leaderboard, load_schema, validate, validation_errors
 from persona_eval.leaderboards.build import build_leaderboard, sort_rows, write_leaderboard
 from persona_eval.leaderboards.publish import publish_to_hub
 from persona_eval.leaderboards.render import render_html, safe_href, show_leaderboard
-
-from leaderboard_support import edit_results, make_run
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>alert('x')</script>"
@@ -522,8 +521,8 @@ def demo_runs(tmp_path_factory, embedded_model_dir):
     """
     import shutil
 
-    from persona_eval.components import close_generators
-    from persona_eval.runner import Run, RunOptions
+    from persona_eval.contracts.factories import close_generators
+    from persona_eval.pipeline.run import Run, RunOptions
 
     root = tmp_path_factory.mktemp("demo-runs")
     task_dir = root / "task"

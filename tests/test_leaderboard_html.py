@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
+from leaderboard_support import make_run
 
 from persona_eval.leaderboards.build import build_leaderboard
 from persona_eval.leaderboards.render import write_page
-
-from leaderboard_support import make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")

@@ -9,14 +9,9 @@ import sys
 
 import pytest
 
+from persona_eval.contracts.records import GenParams, GenRequest
 from persona_eval.errors import UsageError
-from persona_eval.plugins.llamacpp_backend import (
-    LlamaCppGenerator,
-    completion_kwargs,
-    llama_kwargs,
-    render_prompt,
-)
-from persona_eval.records import GenParams, GenRequest
+from persona_eval.plugins.generators.gguf import LlamaCppGenerator, completion_kwargs, llama_kwargs, render_prompt
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 
@@ -29,7 +24,7 @@ def gguf_file(tmp_path):
 
 
 def embedded_gguf():
-    from persona_eval.plugins.embedded_model import gguf_path
+    from persona_eval.plugins.generators.embedded import gguf_path
 
     path = gguf_path()
     if path is None:
@@ -87,7 +82,7 @@ def test_gguf_template_renders_exactly_like_the_hf_backend(embedded_model_dir):
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
-    from persona_eval.plugins.hf import render_request
+    from persona_eval.rendering.chat import render_request
 
     template = GGUFReader(str(embedded_gguf())).fields["tokenizer.chat_template"].contents()
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)

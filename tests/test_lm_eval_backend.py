@@ -6,11 +6,11 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from persona_eval import registry  # noqa: E402
+from persona_eval.contracts import registry  # noqa: E402
+from persona_eval.contracts.model_spec import parse_model_spec  # noqa: E402
+from persona_eval.contracts.records import GenParams, GenRequest  # noqa: E402
 from persona_eval.errors import UsageError  # noqa: E402
-from persona_eval.plugins.lm_eval_backend import LMEvalGenerator, gen_kwargs  # noqa: E402
-from persona_eval.records import GenParams, GenRequest  # noqa: E402
-from persona_eval.spec import parse_model_spec  # noqa: E402
+from persona_eval.plugins.generators.lm_eval import LMEvalGenerator, gen_kwargs  # noqa: E402
 
 SPEC = "lm-eval:hf,pretrained=embedded,dtype=float32,device=cpu,batch_size=2"
 
@@ -56,7 +56,7 @@ def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_lm_eval_hf_matches_our_hf_backend_greedy(embedded_model_dir):
-    from persona_eval.plugins.hf import HFGenerator
+    from persona_eval.plugins.generators.hf import HFGenerator
 
     params = GenParams(max_new_tokens=6)
     requests = [

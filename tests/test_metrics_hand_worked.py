@@ -12,9 +12,7 @@ import math
 
 import pytest
 
-from persona_eval.metrics import (
-    BASELINE, TEST, TIE, UNSCORED, dpq, item_outcomes, pair_outcome, side_of, summarize,
-)
+from persona_eval.scoring.metrics import BASELINE, TEST, TIE, UNSCORED, dpq, item_outcomes, pair_outcome, side_of, summarize
 
 
 def verdicts(item: str, criterion: str, baseline_first: str | None, test_first: str | None) -> list[dict]:
@@ -205,7 +203,7 @@ def test_report_renders_undefined_dpq():
 
     from rich.console import Console
 
-    from persona_eval.report import render_results
+    from persona_eval.display.report import render_results
 
     metrics = summarize(mixed_records({"t": {"personalization": ("A", "A"), "quality": ("A", "A")}}), resamples=10)
     results = {

@@ -1,6 +1,6 @@
 """The `openai` generator against a real OpenAI-compatible HTTP server on loopback.
 
-The server is `persona_eval.testing.openai_server` (aiohttp on 127.0.0.1, a free port),
+The server is `persona_eval.serving.openai_server` (aiohttp on 127.0.0.1, a free port),
 with fault injection for the retry paths and a sentinel key to prove it never leaks.
 """
 
@@ -15,11 +15,17 @@ import time
 
 import pytest
 
+from persona_eval.contracts.records import GenParams, GenRequest
 from persona_eval.errors import RunError, UsageError
-from persona_eval.plugins.openai_api import OpenAIGenerator
-from persona_eval.records import GenParams, GenRequest
-from persona_eval.testing.openai_server import (
-    APIError, ChatReply, FaultPlan, FixedResponder, GeneratorResponder, register_fault, serve,
+from persona_eval.plugins.generators.openai import OpenAIGenerator
+from persona_eval.serving.openai_server import (
+    APIError,
+    ChatReply,
+    FaultPlan,
+    FixedResponder,
+    GeneratorResponder,
+    register_fault,
+    serve,
 )
 
 SENTINEL = "sk-SENTINEL-5f1e2d3c4b5a69788796a5b4"
@@ -71,7 +77,7 @@ def test_success_keeps_order_and_sends_system_and_prefill():
 
 
 def test_prefill_append_mode_and_registry_spec():
-    from persona_eval.components import build_generator
+    from persona_eval.contracts.factories import build_generator
 
     with serve(echo) as server:
         generator = build_generator(f"openai-compatible:m,base_url={server.base_url},prefill=append,backoff=0.01")
@@ -300,8 +306,8 @@ def tiny_demo_task(folder) -> str:
 
 @pytest.mark.slow
 def test_embedded_model_over_http_matches_in_process(embedded_model_dir, tmp_path):
-    from persona_eval.components import build_generator
-    from persona_eval.runner import Run, RunOptions
+    from persona_eval.contracts.factories import build_generator
+    from persona_eval.pipeline.run import Run, RunOptions
 
     local = build_generator("hf:embedded")
     probe = GenRequest(id="p", prompt="Answer A or B.", params=GenParams(max_new_tokens=1), response_prefix="Answer:")

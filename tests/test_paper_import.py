@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 from persona_eval.cli import _add_plugin_commands, cli
 from persona_eval.errors import UsageError
-from persona_eval.plugins.file_outputs import strip_end_markers
-from persona_eval.plugins.import_outputs import import_paper_outputs
-from persona_eval.runner import Run, RunOptions
-from persona_eval.task_loading import load_task
+from persona_eval.pipeline.run import Run, RunOptions
+from persona_eval.plugins.commands.import_outputs import import_paper_outputs
+from persona_eval.plugins.generators.file import strip_end_markers
+from persona_eval.taskfile.loading import load_task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper-outputs"
 

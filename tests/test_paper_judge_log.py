@@ -3,7 +3,7 @@
 The paper's log (`judge_comparison_ptdpo_vs_ptsft_example.json`) holds, per criterion,
 both orders of one item: ``winner`` is the judge's raw A/B and ``is_swapped`` true means
 the test response was shown as A. The reference below is written out from the paper's
-definition (design.md section 2), independently of `persona_eval.metrics`.
+definition (design.md section 2), independently of `persona_eval.scoring.metrics`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import random
 
 import pytest
 
-from persona_eval.metrics import summarize
-from persona_eval.report import render_results
+from persona_eval.display.report import render_results
+from persona_eval.scoring.metrics import summarize
 
 PAPER_CRITERIA = {"personalization": "personalization", "response_quality": "quality"}
 

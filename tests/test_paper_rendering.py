@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from persona_eval.plugins.import_outputs import import_paper_outputs
-from persona_eval.prompting import first_person, render_input
-from persona_eval.task_loading import load_task
+from persona_eval.plugins.commands.import_outputs import import_paper_outputs
+from persona_eval.rendering.prompts import first_person, render_input
+from persona_eval.taskfile.loading import load_task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper-outputs"
 DATASETS = {"beavertails": 499, "hhh": 500}

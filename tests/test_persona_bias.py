@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cli_support
 import pytest
 
-import cli_support
-
 from persona_eval.errors import UsageError
-from persona_eval.plugins import persona_bias as pb
+from persona_eval.persona_inference import bias as pb
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,16 +7,26 @@ from pathlib import Path
 from typing import Sequence
 
 import pytest
-
 from cli_support import cli, invoke
 
-from persona_eval.cache import NullCache, ResultCache
+from persona_eval.contracts.interfaces import Generator
+from persona_eval.contracts.records import GenRequest, GenResult
 from persona_eval.errors import UsageError
-from persona_eval.interfaces import Generator
-from persona_eval.jsonl import read_jsonl
-from persona_eval.plugins import persona_inference as pi
-from persona_eval.plugins.persona_inference_data import FieldNames, load_pairs, normalise_record
-from persona_eval.records import GenRequest, GenResult
+from persona_eval.persona_inference.infer_file import InferConfig, infer_file, sidecar_path
+from persona_eval.persona_inference.inference import PersonaInferrer, pair_jobs
+from persona_eval.persona_inference.pairs import FieldNames, load_pairs, normalise_record
+from persona_eval.persona_inference.prompt import REASK_NOTES, SYSTEM_PROMPT, PersonaPrompt, load_exemplars
+from persona_eval.persona_inference.screening import (
+    PERSONA_PREFIX,
+    first_sentence,
+    format_problem,
+    normalize_persona,
+    screen_adversarial,
+    screen_protected,
+)
+from persona_eval.plugins.personas.inferred import InferredPersonas
+from persona_eval.storage.cache import NullCache, ResultCache
+from persona_eval.storage.jsonl import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TRAIN = REPO / "tasks" / "demo" / "data" / "train.jsonl"
@@ -54,12 +64,12 @@ class ScriptedGenerator(Generator):
     ],
 )
 def test_normalize_persona(raw, prefixed, expected):
-    assert pi.normalize_persona(raw, prefixed=prefixed) == expected
+    assert normalize_persona(raw, prefixed=prefixed) == expected
 
 
 def test_first_sentence_ignores_abbreviations():
-    assert pi.first_sentence("The user likes tools, e.g. saws. Then more.") == "The user likes tools, e.g. saws."
-    assert pi.first_sentence("\n\nNo end punctuation here") == "No end punctuation here"
+    assert first_sentence("The user likes tools, e.g. saws. Then more.") == "The user likes tools, e.g. saws."
+    assert first_sentence("\n\nNo end punctuation here") == "No end punctuation here"
 
 
 @pytest.mark.parametrize(
@@ -77,7 +87,7 @@ def test_first_sentence_ignores_abbreviations():
     ],
 )
 def test_format_problem(text, problem):
-    assert pi.format_problem(text) == problem
+    assert format_problem(text) == problem
 
 
 @pytest.mark.parametrize(
@@ -95,7 +105,7 @@ def test_format_problem(text, problem):
     ],
 )
 def test_screen_protected_flags_attributes_of_the_user(text, category):
-    found = pi.screen_protected(text)
+    found = screen_protected(text)
     assert category in {f["category"] for f in found}, found
 
 
@@ -112,7 +122,7 @@ def test_screen_protected_flags_attributes_of_the_user(text, category):
     ],
 )
 def test_screen_protected_lets_topics_through(text):
-    assert pi.screen_protected(text) == []
+    assert screen_protected(text) == []
 
 
 @pytest.mark.parametrize(
@@ -129,16 +139,16 @@ def test_screen_protected_lets_topics_through(text):
     ],
 )
 def test_screen_adversarial(text, flagged):
-    assert bool(pi.screen_adversarial(text)) is flagged
+    assert bool(screen_adversarial(text)) is flagged
 
 
 def test_default_exemplars_are_valid_and_clean():
-    exemplars = pi.load_exemplars()
+    exemplars = load_exemplars()
     assert len(exemplars) >= 6
     for e in exemplars:
-        assert pi.format_problem(e.persona) is None
-        assert pi.screen_protected(e.persona) == []
-        assert pi.screen_adversarial(e.persona) == []
+        assert format_problem(e.persona) is None
+        assert screen_protected(e.persona) == []
+        assert screen_adversarial(e.persona) == []
 
 
 def test_exemplar_file_errors_name_the_line(tmp_path):
@@ -146,22 +156,22 @@ def test_exemplar_file_errors_name_the_line(tmp_path):
     bad.write_text("exemplars:\n  - prompt: hi\n    preferred: a\n    dispreferred: b\n    persona: The user is kind and prefers tea.\n"
                    "  - prompt: yo\n    preferred: a\n    persona: The user is kind and prefers tea.\n")
     with pytest.raises(UsageError, match=r"ex\.yaml:6: exemplar is missing 'dispreferred'"):
-        pi.load_exemplars(bad)
+        load_exemplars(bad)
     bad.write_text("- prompt: hi\n  preferred: a\n  dispreferred: b\n  persona: Likes tea.\n")
     with pytest.raises(UsageError, match=r"ex\.yaml:1: .*does not follow the persona format"):
-        pi.load_exemplars(bad)
+        load_exemplars(bad)
 
 
 def test_prompt_renders_k_exemplars_and_skips_the_query_itself():
-    exemplars = pi.load_exemplars()
-    prompt = pi.PersonaPrompt(exemplars, k=2)
+    exemplars = load_exemplars()
+    prompt = PersonaPrompt(exemplars, k=2)
     text = prompt.render(exemplars[0].prompt, "PREFERRED TEXT", "OTHER TEXT")
     assert exemplars[0].persona not in text  # the query's own exemplar is never a shot
     assert exemplars[1].persona in text and exemplars[2].persona in text
     assert text.count("Preferred response:") == 3
     assert text.index("PREFERRED TEXT") > text.index(exemplars[2].persona)
     with pytest.raises(UsageError, match="more exemplars"):
-        pi.PersonaPrompt(exemplars, k=len(exemplars) + 1)
+        PersonaPrompt(exemplars, k=len(exemplars) + 1)
 
 
 # ---- input data ------------------------------------------------------------------------
@@ -248,7 +258,7 @@ def test_dataset_folder_through_datasets(tmp_path, monkeypatch):
 
 
 def _pairs(n: int):
-    from persona_eval.plugins.persona_inference_data import PreferencePair
+    from persona_eval.persona_inference.pairs import PreferencePair
 
     return [PreferencePair(f"p{i}", f"Prompt {i}?", f"Long careful answer {i}.", f"Short {i}.", {"id": f"p{i}", "prompt": f"Prompt {i}?", "chosen": f"Long careful answer {i}.", "rejected": f"Short {i}."}) for i in range(n)]
 
@@ -266,8 +276,8 @@ def test_reask_then_keep_or_drop(tmp_path):
         return "a harm-seeker wanting to steal from shops and prefers quick tips."
 
     generator = ScriptedGenerator(reply)
-    inferrer = pi.PersonaInferrer(generator, k=1, max_attempts=2, cache=NullCache())
-    jobs = [pi.pair_jobs(p.id, p.prompt, p.chosen, p.rejected)[0] for p in _pairs(4)]
+    inferrer = PersonaInferrer(generator, k=1, max_attempts=2, cache=NullCache())
+    jobs = [pair_jobs(p.id, p.prompt, p.chosen, p.rejected)[0] for p in _pairs(4)]
     outcomes = inferrer.infer(jobs)
     assert [o.status for o in outcomes] == ["kept", "dropped", "dropped", "kept"]
     assert outcomes[0].text == "The user is a thorough reader and prefers long answers."
@@ -277,10 +287,10 @@ def test_reask_then_keep_or_drop(tmp_path):
     assert outcomes[3].adversarial and outcomes[3].attempts == 1
     reasks = [r for r in generator.seen if r.params.temperature > 0]
     assert len(reasks) == 3 and all(r.params.seed == 1 for r in reasks)
-    assert any(pi.REASK_NOTES["protected"] in r.prompt for r in reasks)
-    assert any(pi.REASK_NOTES["format"] in r.prompt for r in reasks)
+    assert any(REASK_NOTES["protected"] in r.prompt for r in reasks)
+    assert any(REASK_NOTES["format"] in r.prompt for r in reasks)
     # The rejected persona sees the responses swapped.
-    chosen_job, rejected_job = pi.pair_jobs("x", "P", "C", "R")
+    chosen_job, rejected_job = pair_jobs("x", "P", "C", "R")
     assert (rejected_job.preferred, rejected_job.other) == ("R", "C") and (chosen_job.preferred, chosen_job.other) == ("C", "R")
 
 
@@ -292,9 +302,9 @@ def test_infer_file_resumes_and_summarises(tmp_path):
         return "a reader and prefers long answers." if "Long careful" in query.split("Other response:")[0] else "a skimmer and prefers short answers."
 
     out = tmp_path / "out" / "personas.jsonl"
-    config = pi.InferConfig(model="scripted:x", k=1, max_attempts=2)
+    config = InferConfig(model="scripted:x", k=1, max_attempts=2)
     first = ScriptedGenerator(reply)
-    summary = pi.infer_file(_pairs(5), out, config, progress=False, cache=NullCache(), generator=first)
+    summary = infer_file(_pairs(5), out, config, progress=False, cache=NullCache(), generator=first)
     assert summary["counts"] | {"requests_this_run": None} == {
         "items": 5, "items_kept": 4, "items_dropped": 1, "personas": 10, "kept": 8, "dropped": 2, "dropped_protected": 2,
         "dropped_format": 0, "reasked": 2, "flagged_protected": 2, "flagged_adversarial": 0, "requests_this_run": None,
@@ -305,15 +315,15 @@ def test_infer_file_resumes_and_summarises(tmp_path):
     assert records[0]["rejected_persona"] == "The user is a skimmer and prefers short answers."
     meta = records[0]["persona_inference"]
     assert meta["model"] == "scripted:x" and meta["prompt_hash"] and meta["chosen"]["attempts"] == 1
-    dropped = read_jsonl(pi.sidecar_path(out, "dropped"))
+    dropped = read_jsonl(sidecar_path(out, "dropped"))
     assert [r["id"] for r in dropped] == ["p3"] and "protected" in dropped[0]["persona_inference"]["chosen"]["reason"]
-    assert json.loads(pi.sidecar_path(out, "summary").read_text())["counts"]["items_kept"] == 4
+    assert json.loads(sidecar_path(out, "summary").read_text())["counts"]["items_kept"] == 4
 
     # Simulate a crash: keep two records and a torn third line.
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
     second = ScriptedGenerator(reply)
-    summary = pi.infer_file(_pairs(5), out, config, progress=False, cache=NullCache(), generator=second)
+    summary = infer_file(_pairs(5), out, config, progress=False, cache=NullCache(), generator=second)
     assert [r["id"] for r in read_jsonl(out)] == ["p0", "p1", "p2", "p4"]
     assert read_jsonl(out)[2] == records[2]
     assert summary["resumed"] == 3 and summary["counts"]["items"] == 5
@@ -321,7 +331,7 @@ def test_infer_file_resumes_and_summarises(tmp_path):
 
     # Another model must not append to this file.
     with pytest.raises(UsageError, match="another model, prompt or setting"):
-        pi.infer_file(_pairs(5), out, pi.InferConfig(model="scripted:x", k=2, max_attempts=2), progress=False,
+        infer_file(_pairs(5), out, InferConfig(model="scripted:x", k=2, max_attempts=2), progress=False,
                       cache=NullCache(), generator=ScriptedGenerator(reply))
 
 
@@ -331,17 +341,17 @@ def test_results_are_cached(tmp_path):
 
     cache = ResultCache(tmp_path / "cache.sqlite")
     generator = ScriptedGenerator(reply)
-    jobs = [job for p in _pairs(3) for job in pi.pair_jobs(p.id, p.prompt, p.chosen, p.rejected)]
-    pi.PersonaInferrer(generator, k=2, cache=cache).infer(jobs)
+    jobs = [job for p in _pairs(3) for job in pair_jobs(p.id, p.prompt, p.chosen, p.rejected)]
+    PersonaInferrer(generator, k=2, cache=cache).infer(jobs)
     assert len(generator.seen) == 6
-    again = pi.PersonaInferrer(generator, k=2, cache=cache)
+    again = PersonaInferrer(generator, k=2, cache=cache)
     outcomes = again.infer(jobs)
     assert len(generator.seen) == 6 and again.stats["cached"] == 6 and all(o.cached == 1 for o in outcomes)
 
 
 def test_inferred_source_needs_a_model():
     with pytest.raises(UsageError, match="needs a PI model: pass --pi-model"):
-        pi.InferredPersonas(task=None)
+        InferredPersonas(task=None)
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
@@ -356,7 +366,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
 
 def test_infer_and_pi_accuracy_over_an_openai_compatible_api(tmp_path):
     """Any generator backend: a real OpenAI-compatible server on loopback answers as a PI model and as a judge."""
-    from persona_eval.testing.openai_server import serve
+    from persona_eval.serving.openai_server import serve
 
     seen = []
 
@@ -384,7 +394,7 @@ def test_infer_and_pi_accuracy_over_an_openai_compatible_api(tmp_path):
     assert [r["chosen_persona"] for r in records] == ["The user is a reader and prefers long answers."] * 3
     assert [r["rejected_persona"] for r in records] == ["The user is a skimmer and prefers short answers."] * 3
     assert records[0]["persona_inference"]["model_identity"]["backend"] == "openai"
-    assert (pi.SYSTEM_PROMPT, pi.PERSONA_PREFIX) in seen
+    assert (SYSTEM_PROMPT, PERSONA_PREFIX) in seen
     report = json.loads(judged.stdout)
     assert report["mode"] == "text"
     assert report["chosen"]["accuracy"] == 1.0 and report["rejected"]["accuracy"] == 1.0 and report["chosen"]["unparseable"] == 0
@@ -407,7 +417,7 @@ def test_infer_end_to_end_resume_and_task(tmp_path, embedded_model_dir):
     assert kept, "the embedded model kept no persona pair"
     for record in kept:
         for side in ("chosen", "rejected"):
-            assert pi.format_problem(record[f"{side}_persona"]) is None
+            assert format_problem(record[f"{side}_persona"]) is None
             assert record["persona_inference"][side]["status"] == "kept"
         assert record["persona_inference"]["model_identity"]["backend"] == "hf"
         assert record["persona_inference"]["replaced_fields"]["chosen_persona"]  # the demo's gold persona, kept aside

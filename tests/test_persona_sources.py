@@ -17,14 +17,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from persona_eval import plugin_manager
 from persona_eval.cli import cli, persona_source_choice
-from persona_eval.components import build_persona_source
+from persona_eval.contracts import plugin_manager
+from persona_eval.contracts.factories import build_persona_source
+from persona_eval.contracts.records import Persona
 from persona_eval.errors import UsageError
-from persona_eval.plugins.personas_retrieved import normalize_prompt, parse_retriever_spec
-from persona_eval.records import Persona
-from persona_eval.runner import Run, RunOptions
-from persona_eval.task_loading import load_task
+from persona_eval.pipeline.run import Run, RunOptions
+from persona_eval.plugins.personas.common import normalize_prompt
+from persona_eval.plugins.personas.retrieved import parse_retriever_spec
+from persona_eval.taskfile.loading import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "tasks" / "demo"

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Sequence
 
 import pytest
-
 from cli_support import cli, invoke
 
-from persona_eval.cache import NullCache, ResultCache
-from persona_eval.interfaces import Generator
-from persona_eval.plugins import pi_accuracy as pia
-from persona_eval.records import GenRequest, GenResult
+from persona_eval.contracts.interfaces import Generator
+from persona_eval.contracts.records import GenRequest, GenResult
+from persona_eval.persona_inference import accuracy as pia
+from persona_eval.storage.cache import NullCache, ResultCache
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 import reliability_support as rs
 
 PLUGINS = Path(__file__).resolve().parent / "data" / "reliability_plugins"

@@ -18,10 +18,11 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "plugin_fixtures"))
 
-from support import HERE as FIXTURES, PLUGIN_ENV, fixture_entry_points, restore_plugins  # noqa: E402
+from support import HERE as FIXTURES  # noqa: E402
+from support import PLUGIN_ENV, fixture_entry_points, restore_plugins
 
-from persona_eval import plugin_manager, registry  # noqa: E402
 from persona_eval.cli import cli  # noqa: E402
+from persona_eval.contracts import plugin_manager, registry  # noqa: E402
 from persona_eval.errors import UsageError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +154,7 @@ def test_raising_observers_do_not_stop_a_real_run(plugins, tmp_path, caplog):
             importlib.metadata.EntryPoint(name="example", value="persona_eval_example", group="persona_eval")
         ]
         plugin_manager.load_plugins(entry_points=entry_points)
-        from persona_eval.runner import Run, RunOptions
+        from persona_eval.pipeline.run import Run, RunOptions
 
         options = RunOptions(
             model="example/echo:persona", baseline="example/echo:prompt", judges=("example/length",),

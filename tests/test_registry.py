@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "plugin_fixtures"))
 
 from support import PLUGIN_ENV, fixture_entry_points, restore_plugins  # noqa: E402
 
-from persona_eval import plugin_manager, registry  # noqa: E402
 from persona_eval.cli import cli  # noqa: E402
+from persona_eval.contracts import plugin_manager, registry  # noqa: E402
 from persona_eval.errors import RunError, UnknownNameError, UsageError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_lazy_target_is_imported_only_when_used(plugins):
 def test_builtin_model_libraries_are_lazy():
     """Filling every registry (what `persona-eval plugins` does) imports no model library."""
     code = (
-        "import sys; from persona_eval import registry\n"
+        "import sys; from persona_eval.contracts import registry\n"
         "[r.names() for r in registry.ALL]; registry.task_paths()\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'vllm', 'sentence_transformers', 'datasets', 'openai') if m in sys.modules)\n"
         "print(','.join(heavy) or 'none')"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+import judging_support as js
 import pytest
 
-import judging_support as js
-from persona_eval.runner import Run, RunOptions
+from persona_eval.pipeline.run import Run, RunOptions
 
 ITEMS = 3
 JUDGMENTS = ITEMS * 2 * 2  # criteria x orders

@@ -19,15 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persona_eval import registry
+from persona_eval.contracts import registry
 from persona_eval.errors import UnknownNameError, UsageError
-from persona_eval.plugins.retrievers import (
-    BM25Retriever,
-    DenseRetriever,
-    index_folder,
-    load_or_build_index,
-    top_k,
-)
+from persona_eval.plugins.retrievers.bm25 import BM25Retriever
+from persona_eval.plugins.retrievers.common import top_k
+from persona_eval.plugins.retrievers.dense import DenseRetriever
+from persona_eval.storage.index_cache import index_folder, load_or_build_index
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = [json.loads(line) for line in (REPO / "tasks/demo/data/train.jsonl").read_text().splitlines() if line.strip()]

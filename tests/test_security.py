@@ -23,10 +23,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 import reliability_support as rs
+
 from persona_eval.errors import UsageError
-from persona_eval.testing.openai_server import FaultPlan, register_fault, serve
+from persona_eval.serving.openai_server import FaultPlan, register_fault, serve
 
 REPO = Path(__file__).resolve().parents[1]
 SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4f60-do-not-leak"
@@ -109,7 +109,7 @@ JINJA_PAYLOADS = {
 
 @pytest.mark.parametrize("payload", list(JINJA_PAYLOADS))
 def test_prompt_template_escapes_fail_as_usage_errors(payload, tmp_path):
-    from persona_eval.prompting import render_template
+    from persona_eval.rendering.prompts import render_template
 
     source = JINJA_PAYLOADS[payload].replace("MARKER", str(tmp_path / "pwned"))
     with pytest.raises(UsageError) as caught:
@@ -133,9 +133,9 @@ def test_a_sandbox_escape_in_a_task_fails_the_run_naming_file_and_template(tmp_p
 
 
 def test_data_is_never_rendered_as_a_template():
-    from persona_eval.prompting import render_input
-    from persona_eval.records import Example
-    from persona_eval.taskspec import DEFAULT_PROMPTS
+    from persona_eval.contracts.records import Example
+    from persona_eval.rendering.prompts import render_input
+    from persona_eval.taskfile.schema import DEFAULT_PROMPTS
 
     hostile = "{{ 7 * 7 }} {% for x in range(3) %}loop{% endfor %} {{ ''.__class__ }}"
     example = Example(id="x", prompt=hostile, chosen="", rejected="", chosen_persona="", rejected_persona="")
@@ -256,8 +256,8 @@ HOSTILE_SPECS = [
 
 @pytest.mark.parametrize("spec", HOSTILE_SPECS, ids=range(len(HOSTILE_SPECS)))
 def test_run_folders_from_hostile_model_specs_stay_inside_the_runs_folder(spec, tmp_path):
-    from persona_eval.judging import parse_judge_choices, rejudge_dir
-    from persona_eval.runner import Run, RunOptions
+    from persona_eval.pipeline.judge import parse_judge_choices, rejudge_dir
+    from persona_eval.pipeline.run import Run, RunOptions
 
     task = rs.write_task(tmp_path / "task", 2)
     runs = tmp_path / "runs"

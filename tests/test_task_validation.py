@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "plugin_fixtures"))
 
 from support import PLUGIN_ENV, fixture_entry_points, restore_plugins  # noqa: E402
 
-from persona_eval import plugin_manager  # noqa: E402
 from persona_eval.cli import cli  # noqa: E402
+from persona_eval.contracts import plugin_manager  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BAD_TASKS = Path(__file__).resolve().parent / "data" / "bad_tasks"
@@ -234,7 +234,7 @@ def test_ls_tasks_lists_demo_include_paths_and_plugin_task_paths(plugins, tmp_pa
 
 def test_plugin_task_resolves_by_name(plugins):
     plugins("good")
-    from persona_eval.task_loading import resolve_task
+    from persona_eval.taskfile.loading import resolve_task
 
     task = resolve_task("fixture-task")
     assert task.spec.version == 3 and [e.id for e in task.load("test")] == ["fx-1", "fx-2"]

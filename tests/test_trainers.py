@@ -27,7 +27,8 @@ SMALL = "max_length: 256\nper_device_batch_size: 2\nlogging_steps: 1\n"
 
 @pytest.fixture(scope="module")
 def cli():
-    from persona_eval.cli import _add_plugin_commands, cli as group
+    from persona_eval.cli import _add_plugin_commands
+    from persona_eval.cli import cli as group
 
     _add_plugin_commands()
     return group
@@ -155,8 +156,8 @@ def test_an_item_without_the_persona_the_mode_needs_is_named(cli, tmp_path, embe
 
 
 def _eval_requests(examples, split: str, strategy: str):
-    from persona_eval.records import Persona
-    from persona_eval.runner import Run, RunOptions
+    from persona_eval.contracts.records import Persona
+    from persona_eval.pipeline.run import Run, RunOptions
 
     run = Run(RunOptions(task="demo", split=split, model="hf:embedded", strategy=strategy, limit=0), progress=False)
     personas = [Persona(text=e.persona_for(split), source="gold") for e in examples]
@@ -166,8 +167,8 @@ def _eval_requests(examples, split: str, strategy: str):
 @pytest.mark.slow
 def test_training_input_is_the_evaluation_input_token_for_token(embedded_model_dir):
     """Each row's prompt is what `persona-eval run` feeds the hf generator for that item and persona."""
-    from persona_eval.components import build_generator
-    from persona_eval.task_loading import resolve_task
+    from persona_eval.contracts.factories import build_generator
+    from persona_eval.taskfile.loading import resolve_task
     from persona_eval.trainers.data import build_training_data
 
     task = resolve_task("demo")

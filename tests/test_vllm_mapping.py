@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
+from persona_eval.contracts.records import GenParams, GenRequest
 from persona_eval.errors import UsageError
-from persona_eval.plugins.vllm_backend import (
+from persona_eval.plugins.generators.vllm import (
     VLLMGenerator,
     choice_sampling_kwargs,
     engine_kwargs,
     lora_rank_for,
     sampling_kwargs,
 )
-from persona_eval.records import GenParams, GenRequest
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -107,8 +107,8 @@ def test_choice_probe_reads_prompt_logprobs():
 
 
 def test_generator_builds_from_a_spec_without_importing_vllm(tmp_path):
-    from persona_eval import registry
-    from persona_eval.spec import parse_model_spec
+    from persona_eval.contracts import registry
+    from persona_eval.contracts.model_spec import parse_model_spec
 
     model = _model_dir(tmp_path / "model")
     adapter = _adapter(tmp_path / "adapter", r=4)

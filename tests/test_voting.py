@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from persona_eval.judging import JudgeItem, score
-from persona_eval.task_loading import resolve_task
-from persona_eval.voting import agreement, majority_outcomes, vote
+from persona_eval.pipeline.judge import JudgeItem, score
+from persona_eval.scoring.voting import agreement, majority_outcomes, vote
+from persona_eval.taskfile.loading import resolve_task
 
 T, B, TIE, U = "test", "baseline", "tie", "unscored"
 

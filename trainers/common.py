@@ -36,9 +36,8 @@ from typing import Any, Sequence
 from transformers import TrainerCallback
 
 from persona_eval.errors import RunError, UsageError
-
-from .config import TrainConfig
-from .data import KINDS, PERSONA_MODES, TrainingData, build_training_data
+from persona_eval.trainers.config import TrainConfig
+from persona_eval.trainers.data import KINDS, PERSONA_MODES, TrainingData, build_training_data
 
 logger = logging.getLogger("persona_eval.trainers")
 
@@ -70,8 +69,8 @@ class BaseModelRef:
 
 
 def resolve_base(text: str, *, option: str = "--base-model") -> BaseModelRef:
-    from persona_eval.plugins.hf import HFGenerator
-    from persona_eval.spec import parse_model_spec
+    from persona_eval.contracts.model_spec import parse_model_spec
+    from persona_eval.plugins.generators.hf import HFGenerator
 
     text = (text or "").strip()
     if not text:
@@ -113,7 +112,7 @@ class StartPoint:
 def resolve_from(text: str) -> StartPoint:
     path = Path(os.path.expanduser(text))
     if (path / "adapter_config.json").exists():
-        from persona_eval.plugins.hf import weights_fingerprint
+        from persona_eval.models.fingerprint import weights_fingerprint
 
         metadata = None
         if (path / "metadata.json").exists():
@@ -419,14 +418,12 @@ def _disable_library_progress() -> None:
 
 def build_trainer(kind: str, model, tokenizer, data: TrainingData, config: TrainConfig, output_dir: Path,
                   max_steps: int | None, peft_config, callbacks: Sequence[Any]):
-    if kind == "sft":
-        from .sft import make_trainer
-    else:
-        from .dpo import make_trainer
     from transformers.trainer_callback import PrinterCallback
 
+    from persona_eval.trainers.builders import MAKERS
+
     args = common_arguments(kind, config, output_dir, bool(data.eval), max_steps)
-    trainer = make_trainer(model, tokenizer, data, config, args, peft_config, list(callbacks))
+    trainer = MAKERS[kind](model, tokenizer, data, config, args, peft_config, list(callbacks))
     # With tqdm off the Trainer prints every log dict; our rich bar shows the losses instead.
     trainer.remove_callback(PrinterCallback)
     return trainer
@@ -451,9 +448,8 @@ def train(
     extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train one adapter (SFT or DPO) and write the output folder; see the module docstring."""
-    from persona_eval.task_loading import resolve_task
-
-    from . import outputs
+    from persona_eval.taskfile.loading import resolve_task
+    from persona_eval.trainers import outputs
 
     if kind not in KINDS:
         raise UsageError(f"unknown training kind {kind!r}; use one of: {', '.join(KINDS)}")

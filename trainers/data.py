@@ -1,9 +1,9 @@
 """Building SFT and DPO datasets from a task's train split, rendered exactly as evaluation renders.
 
 The model input of every row is made by the evaluation path itself: the task's prompt
-template through `persona_eval.prompting.render_input`, wrapped in a `GenRequest` the way
+template through `persona_eval.rendering.prompts.render_input`, wrapped in a `GenRequest` the way
 the runner builds one (task system prompt and response prefix), then through the chat
-template with `persona_eval.plugins.hf.render_request`, the function the `hf` generator
+template with `persona_eval.rendering.chat.render_request`, the function the `hf` generator
 calls. So a model trained here sees, token for token, what `persona-eval run` feeds it.
 
 Persona modes:
@@ -24,10 +24,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from persona_eval.contracts.records import Example, GenRequest
 from persona_eval.errors import RunError, UsageError
-from persona_eval.prompting import render_input, render_response_prefix
-from persona_eval.records import Example, GenRequest
-from persona_eval.util import stable_hash
+from persona_eval.hashing import stable_hash
+from persona_eval.rendering.prompts import render_input, render_response_prefix
 
 PersonaMode = Literal["chosen", "none", "all"]
 PERSONA_MODES = ("chosen", "none", "all")
@@ -135,7 +135,7 @@ def build_training_data(
     seed: int = 0,
 ) -> TrainingData:
     """Rows for TRL: ``prompt``/``completion`` (SFT) or ``prompt``/``chosen``/``rejected`` (DPO)."""
-    from persona_eval.plugins.hf import render_request
+    from persona_eval.rendering.chat import render_request
 
     if kind not in KINDS:
         raise UsageError(f"unknown training kind {kind!r}; use one of: {', '.join(KINDS)}")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from persona_eval.util import atomic_write_json, atomic_write_text
+from persona_eval.storage.files import atomic_write_json, atomic_write_text
 
 SCHEMA = "persona-eval/adapter@1"
 STRATEGY_FOR_MODE = {"chosen": "pt", "all": "pt", "none": "baseline"}
@@ -92,10 +92,9 @@ def _lora_settings(model) -> dict[str, Any]:
 def save(trainer, tokenizer, out: Path, *, kind, task, base, start, persona, data, config, config_path, max_steps,
          limit, seconds, interrupted, hard_stop) -> dict[str, Any]:
     """Save adapter and tokenizer (all processes), then the card and metadata (main process)."""
-    from persona_eval.plugins.hf import weights_fingerprint
-    from persona_eval.runner import package_versions
-
-    from .data import summary
+    from persona_eval.models.fingerprint import weights_fingerprint
+    from persona_eval.trainers.data import summary
+    from persona_eval.versions import package_versions
 
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():

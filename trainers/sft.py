@@ -8,34 +8,10 @@ several GPUs, ``accelerate launch -m persona_eval.trainers.sft --task T --base-m
 
 from __future__ import annotations
 
-from typing import Any
-
-
-def sft_config(args: dict[str, Any]):
-    from trl import SFTConfig
-
-    return SFTConfig(**args, completion_only_loss=True, packing=False)
-
-
-def make_trainer(model, tokenizer, data, config, args: dict[str, Any], peft_config, callbacks: list):
-    from trl import SFTTrainer
-
-    train_dataset, eval_dataset = data.datasets()
-    return SFTTrainer(
-        model=model, args=sft_config(args), train_dataset=train_dataset, eval_dataset=eval_dataset,
-        processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
-    )
-
-
-def train_sft(**kwargs):
-    """`trainers.common.train("sft", ...)`."""
-    from .common import train
-
-    return train("sft", **kwargs)
-
 
 def main(argv: list[str] | None = None) -> None:
-    from persona_eval.plugins.train_command import run_module
+    """``python -m persona_eval.trainers.sft`` (e.g. under ``accelerate launch``): the command's options."""
+    from persona_eval.trainers.commands import run_module
 
     run_module("sft", argv)
 

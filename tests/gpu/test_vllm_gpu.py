@@ -12,8 +12,8 @@ pytestmark = pytest.mark.gpu
 
 vllm = pytest.importorskip("vllm")
 
-from persona_eval.plugins.vllm_backend import VLLMGenerator  # noqa: E402
-from persona_eval.records import GenParams, GenRequest  # noqa: E402
+from persona_eval.contracts.records import GenParams, GenRequest  # noqa: E402
+from persona_eval.plugins.generators.vllm import VLLMGenerator  # noqa: E402
 
 PROMPTS = ["Name a fruit.", "Explain in one sentence why the sky is blue.", "Say hi."]
 
@@ -31,7 +31,7 @@ def _requests(params, prompts=PROMPTS):
 
 
 def test_greedy_starts_like_the_hf_backend(engine):
-    from persona_eval.plugins.hf import HFGenerator
+    from persona_eval.plugins.generators.hf import HFGenerator
 
     params = GenParams(max_new_tokens=8)
     ours = engine.generate(_requests(params))
@@ -52,7 +52,7 @@ def test_seeded_sampling_is_reproducible_per_request(engine):
 
 
 def test_choice_probs_match_hf(engine):
-    from persona_eval.plugins.hf import HFGenerator
+    from persona_eval.plugins.generators.hf import HFGenerator
 
     requests = [GenRequest(id="1", prompt="Answer A or B.", response_prefix="Answer:")]
     [ours] = engine.choice_probs(requests, ["A", "B"])

@@ -1,6 +1,6 @@
 """A fixture plugin whose judge registration raises; its generator registration still works."""
 
-from persona_eval.hookspecs import hookimpl
+from persona_eval.contracts.hookspecs import hookimpl
 
 
 @hookimpl

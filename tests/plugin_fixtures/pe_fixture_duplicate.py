@@ -1,6 +1,6 @@
 """A fixture plugin that re-registers built-in and fixture names, and one invalid name."""
 
-from persona_eval.hookspecs import hookimpl
+from persona_eval.contracts.hookspecs import hookimpl
 
 
 @hookimpl

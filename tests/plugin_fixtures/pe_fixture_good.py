@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from persona_eval.hookspecs import hookimpl
-from persona_eval.interfaces import Generator
-from persona_eval.records import GenResult
+from persona_eval.contracts.hookspecs import hookimpl
+from persona_eval.contracts.interfaces import Generator
+from persona_eval.contracts.records import GenResult
 
 
 class ConstGenerator(Generator):

@@ -1,7 +1,7 @@
 """The target of a lazy "module:attr" registration; importing it is observable in sys.modules."""
 
-from persona_eval.interfaces import Judge
-from persona_eval.records import Verdict
+from persona_eval.contracts.interfaces import Judge
+from persona_eval.contracts.records import Verdict
 
 
 class CoinJudge(Judge):

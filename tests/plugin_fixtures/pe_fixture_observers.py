@@ -1,6 +1,6 @@
 """A fixture plugin whose observer hooks all raise: they must be logged, never fatal."""
 
-from persona_eval.hookspecs import hookimpl
+from persona_eval.contracts.hookspecs import hookimpl
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """A second namespace with the same bare judge name as pe_fixture_good, so bare "coin" is ambiguous."""
 
-from persona_eval.hookspecs import hookimpl
+from persona_eval.contracts.hookspecs import hookimpl
 
 
 @hookimpl

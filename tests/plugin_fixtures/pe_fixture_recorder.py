@@ -1,6 +1,6 @@
 """A fixture plugin whose observers record what they saw (to show a raising observer stops nobody)."""
 
-from persona_eval.hookspecs import hookimpl
+from persona_eval.contracts.hookspecs import hookimpl
 
 EVENTS: list[tuple] = []
 

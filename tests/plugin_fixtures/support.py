@@ -36,7 +36,7 @@ def forget_fixture_modules() -> None:
 
 def restore_plugins(original_env: dict[str, str | None]) -> None:
     """Rebuild the global plugin manager from the real entry points and the original environment."""
-    from persona_eval import plugin_manager
+    from persona_eval.contracts import plugin_manager
 
     for key, value in original_env.items():
         if value is None:

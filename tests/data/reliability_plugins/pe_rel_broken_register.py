@@ -1,6 +1,6 @@
 """A plugin that imports, then fails while registering its generators."""
 
-from persona_eval.hookspecs import hookimpl
+from persona_eval.contracts.hookspecs import hookimpl
 
 
 @hookimpl

@@ -3,9 +3,9 @@
 import hashlib
 import os
 
-from persona_eval.hookspecs import hookimpl
-from persona_eval.interfaces import Generator, Judge
-from persona_eval.records import GenResult, Verdict
+from persona_eval.contracts.hookspecs import hookimpl
+from persona_eval.contracts.interfaces import Generator, Judge
+from persona_eval.contracts.records import GenResult, Verdict
 
 
 def _failing(variable: str, calls: int) -> bool:

@@ -1,0 +1,123 @@
+"""The plain data that flows between stages: examples, personas, requests, results, verdicts.
+
+Everything here is a small dataclass that converts to and from JSON, because every
+record ends up in a JSON Lines file and in cache keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ['Side', 'Position', 'Example', 'Persona', 'GenParams', 'GenRequest', 'GenResult', 'PairRequest', 'Verdict']
+
+Side = Literal["test", "baseline"]
+Position = Literal["A", "B"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One preference item: a prompt, two responses and the personas behind them."""
+
+    id: str
+    prompt: str
+    chosen: str = ""
+    rejected: str = ""
+    chosen_persona: str = ""
+    rejected_persona: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def persona_for(self, split: str) -> str:
+        return self.chosen_persona if split == "chosen" else self.rejected_persona
+
+
+@dataclass
+class Persona:
+    text: str
+    source: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        # Spelled out rather than `asdict` (a deep copy): this runs once per cache key.
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "seed": self.seed, "stop": list(self.stop)}
+
+
+@dataclass
+class GenRequest:
+    """One input for a generator: the user message and optional system text and reply prefix."""
+
+    id: str
+    prompt: str
+    params: GenParams = field(default_factory=GenParams)
+    system: str | None = None
+    response_prefix: str = ""
+
+    def cache_input(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "system": self.system,
+            "response_prefix": self.response_prefix,
+            "params": self.params.to_dict(),
+        }
+
+
+@dataclass
+class GenResult:
+    text: str
+    finish_reason: str | None = None
+    output_tokens: int | None = None
+    # Probabilities of named choices at the first generated position, where the backend has them.
+    choice_probs: dict[str, float] | None = None
+    cached: bool = False
+
+
+@dataclass
+class PairRequest:
+    """One pairwise comparison as the judge sees it, in one order."""
+
+    id: str
+    criterion: str
+    instruction: str
+    rubric: str
+    response_a: str
+    response_b: str
+    prompt: str = ""
+    persona: str = ""
+
+    def cache_input(self) -> dict[str, Any]:
+        return asdict(self) | {"id": None}
+
+
+@dataclass
+class Verdict:
+    winner: Position | None
+    raw: str = ""
+    prob_a: float | None = None
+    unscored_reason: str | None = None
+    attempts: int = 1
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("cached")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Verdict":
+        return cls(
+            winner=data.get("winner"),
+            raw=data.get("raw", ""),
+            prob_a=data.get("prob_a"),
+            unscored_reason=data.get("unscored_reason"),
+            attempts=data.get("attempts", 1),
+        )

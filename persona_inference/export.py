@@ -1,0 +1,64 @@
+"""Persona inference (PI): abduce why a user preferred one response, on any generator backend.
+
+For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user
+would prefer the chosen response; the *rejected persona* is the same question with the
+responses swapped. Here live:
+
+- the few-shot prompt (our own wording; exemplars from a YAML/JSONL file, defaults in
+  ``data/pi_exemplars.yaml``) and its hash;
+- post-processing: first sentence, normalisation, the "The user is ... and prefers ..."
+  format check, a protected-attribute screen and an adversarial (harm-seeking) flag;
+- `PersonaInferrer`: batched, cached inference through `stages.cached_map`, re-asking a
+  persona that fails the format or the screen and dropping it after the last attempt;
+- `infer_file`: the `persona-eval infer` pipeline (record-by-record JSON Lines output that
+  resumes after a crash, a dropped-items file, a summary, optional Parquet / hub push);
+- the `inferred` persona source, which infers each test item's persona at test time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from persona_eval.errors import RunError, UsageError
+
+logger = logging.getLogger("persona_eval.persona_inference")
+
+
+def write_parquet(jsonl_path: Path, parquet_path: Path) -> int:
+    """The JSON Lines output as Parquet, written atomically; nested columns fall back to JSON text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from persona_eval.storage.jsonl import read_jsonl
+
+    records = read_jsonl(jsonl_path)
+    try:
+        table = pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        flat = [{k: json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in records]
+        table = pa.Table.from_pylist(flat)
+    parquet_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = parquet_path.with_name(f".{parquet_path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, parquet_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table.num_rows
+
+
+def push_to_hub(jsonl_path: Path, repo_id: str, *, private: bool = True) -> None:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise UsageError("--push-to-hub needs 'datasets': pip install 'persona-eval[data]'") from exc
+    from persona_eval.storage.jsonl import read_jsonl
+
+    records = read_jsonl(jsonl_path)
+    try:
+        datasets.Dataset.from_list(records).push_to_hub(repo_id, private=private)
+    except Exception as exc:  # noqa: BLE001 - auth, network and hub errors alike
+        raise RunError(f"push to the hub ({repo_id}) failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc

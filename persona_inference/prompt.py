@@ -1,0 +1,176 @@
+"""Persona inference (PI): abduce why a user preferred one response, on any generator backend.
+
+For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user
+would prefer the chosen response; the *rejected persona* is the same question with the
+responses swapped. Here live:
+
+- the few-shot prompt (our own wording; exemplars from a YAML/JSONL file, defaults in
+  ``data/pi_exemplars.yaml``) and its hash;
+- post-processing: first sentence, normalisation, the "The user is ... and prefers ..."
+  format check, a protected-attribute screen and an adversarial (harm-seeking) flag;
+- `PersonaInferrer`: batched, cached inference through `stages.cached_map`, re-asking a
+  persona that fails the format or the screen and dropping it after the last attempt;
+- `infer_file`: the `persona-eval infer` pipeline (record-by-record JSON Lines output that
+  resumes after a crash, a dropped-items file, a summary, optional Parquet / hub push);
+- the `inferred` persona source, which infers each test item's persona at test time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from persona_eval.errors import UsageError
+from persona_eval.hashing import stable_hash
+from persona_eval.persona_inference.screening import format_problem
+
+logger = logging.getLogger("persona_eval.persona_inference")
+
+
+DEFAULT_EXEMPLARS = Path(__file__).resolve().parent / "data" / "pi_exemplars.yaml"
+
+
+
+
+SYSTEM_PROMPT = (
+    "You explain preferences by describing the person behind them. A user asked a prompt and "
+    "was shown two responses; they preferred one of them. Write the persona of this user: one "
+    "short sentence of the form \"The user is [attribute] and prefers [explanation]\". Describe "
+    "only high-level traits that explain the preference, such as information needs, interests, "
+    "expertise, situation and personality. Never mention race, ethnicity, religion, gender, "
+    "age, nationality, sexual orientation, disability or any other protected attribute."
+)
+
+
+BLOCK_TEMPLATE = "Prompt: {prompt}\nPreferred response: {preferred}\nOther response: {other}\nPersona:"
+
+
+REASK_NOTES = {
+    "format": "Answer with exactly one sentence that starts with \"The user is\" and contains \"and prefers\".",
+    "protected": (
+        "Do not mention race, ethnicity, religion, gender, age, nationality, sexual orientation, "
+        "disability or other protected attributes; describe needs, interests and personality instead."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    prompt: str
+    preferred: str
+    dispreferred: str
+    persona: str
+
+
+_EXEMPLAR_KEYS = {"prompt": ("prompt",), "preferred": ("preferred", "chosen"), "dispreferred": ("dispreferred", "rejected", "other"), "persona": ("persona", "chosen_persona")}
+
+
+def _exemplar_from(record: Any, where: str) -> Exemplar:
+    if not isinstance(record, dict):
+        raise UsageError("an exemplar must be a mapping with prompt, preferred, dispreferred and persona", where=where)
+    values = {}
+    for name, keys in _EXEMPLAR_KEYS.items():
+        key = next((k for k in keys if k in record), None)
+        if key is None:
+            raise UsageError(f"exemplar is missing {name!r} (accepted keys: {', '.join(keys)})", where=where)
+        value = record[key]
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"exemplar field {key!r} must be non-empty text", where=where)
+        values[name] = " ".join(value.split()) if name == "persona" else value.strip()
+    problem = format_problem(values["persona"])
+    if problem:
+        raise UsageError(f"exemplar persona {values['persona']!r} does not follow the persona format: {problem}", where=where)
+    return Exemplar(**values)
+
+
+def load_exemplars(path: str | os.PathLike | None = None) -> list[Exemplar]:
+    """Exemplars from a YAML file (a list, or a mapping with `exemplars:`) or JSON Lines."""
+    import yaml
+
+    path = Path(path) if path else DEFAULT_EXEMPLARS
+    if not path.is_file():
+        raise UsageError("exemplars file not found", where=str(path))
+    if path.suffix.lower() == ".jsonl":
+        from persona_eval.storage.jsonl import iter_jsonl
+
+        with open(path, "rb") as handle:
+            numbers = [i for i, line in enumerate(handle, start=1) if line.strip()]
+        exemplars = [_exemplar_from(r, f"{path}:{n}") for n, r in zip(numbers, iter_jsonl(path))]
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = yaml.safe_load(text)
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"not UTF-8 text ({exc.reason})", where=str(path)) from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise UsageError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where=f"{path}:{mark.line + 1}" if mark else str(path)) from exc
+        items_node = root
+        if isinstance(data, dict):
+            data = data.get("exemplars")
+            items_node = next((v for k, v in root.value if getattr(k, "value", None) == "exemplars"), None)
+        if not isinstance(data, list):
+            raise UsageError("expected a list of exemplars (or a mapping with an 'exemplars' list)", where=f"{path}:1")
+        exemplars = []
+        for index, record in enumerate(data):
+            line = items_node.value[index].start_mark.line + 1 if items_node is not None else index + 1
+            exemplars.append(_exemplar_from(record, f"{path}:{line}"))
+    if not exemplars:
+        raise UsageError("the exemplars file holds no exemplars", where=str(path))
+    return exemplars
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    if limit and len(text) > limit:
+        return text[:limit].rstrip() + " [...]"
+    return text
+
+
+class PersonaPrompt:
+    """Renders the few-shot PI prompt: k exemplars, then the query pair."""
+
+    def __init__(self, exemplars: Sequence[Exemplar], k: int = 4, max_response_chars: int = 1500):
+        if k < 0:
+            raise UsageError("--k must be zero or positive")
+        if k > len(exemplars):
+            raise UsageError(f"--k {k} asks for more exemplars than the file holds ({len(exemplars)})")
+        self.exemplars = list(exemplars)
+        self.k = k
+        self.max_response_chars = max_response_chars
+
+    def shots(self, prompt: str) -> list[Exemplar]:
+        # The same fixed exemplars for every query (a shared prefix batches and caches well),
+        # except one whose prompt is the query itself.
+        key = prompt.strip()
+        return [e for e in self.exemplars if e.prompt.strip() != key][: self.k]
+
+    def block(self, prompt: str, preferred: str, other: str) -> str:
+        clip = self.max_response_chars
+        return BLOCK_TEMPLATE.format(prompt=_clip(prompt, clip * 2), preferred=_clip(preferred, clip), other=_clip(other, clip))
+
+    def render(self, prompt: str, preferred: str, other: str, note: str = "") -> str:
+        parts = [f"{self.block(e.prompt, e.preferred, e.dispreferred)} {e.persona}" for e in self.shots(prompt)]
+        query = self.block(prompt, preferred, other)
+        head = "Here are examples of preference pairs and the persona that explains each preference." if parts else ""
+        tail = "Now write the persona for this pair, in one sentence."
+        if note:
+            tail += " " + note
+        body = "\n\n".join(parts + [query])
+        return f"{head}\n\n{body}\n\n{tail}".strip() if head else f"{body}\n\n{tail}"
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "system": stable_hash(SYSTEM_PROMPT, 16),
+            "template": stable_hash([BLOCK_TEMPLATE, REASK_NOTES], 16),
+            "exemplars": stable_hash([e.__dict__ for e in self.exemplars[: self.k + 1]], 16),
+            "k": self.k,
+            "max_response_chars": self.max_response_chars,
+        }
+
+    def hash(self) -> str:
+        return stable_hash(self.identity(), 16)

@@ -1,0 +1,323 @@
+"""The `hf` generator: Hugging Face transformers, batched, left-padded, chat templates.
+
+Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR]
+[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]
+[,threads=auto|N]``.
+``hf:embedded`` is the embedded SmolLM2-135M-Instruct. Requests are grouped by
+generation parameters and sorted by length so each batch pads little; batch_size=auto
+halves on out-of-memory. Greedy unless the temperature is above zero; sampling draws
+each request's tokens from its own generator seeded by (seed, rendered input), so a
+sampled answer does not depend on which other requests share its batch. On CPU,
+threads=auto fits torch's thread count to the CPUs other processes leave free (see
+`torch_threads`); the count changes speed only, so it is not part of the identity.
+
+Also home to the helpers other local-weights backends share: `weights_fingerprint`
+and `model_revision` (what goes into an identity), and `render_request`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from persona_eval.contracts.hookspecs import hookimpl
+from persona_eval.contracts.interfaces import Generator
+from persona_eval.contracts.records import GenParams, GenRequest, GenResult
+from persona_eval.display.quiet import quiet_progress_bars
+from persona_eval.errors import RunError, UsageError
+from persona_eval.models.fingerprint import model_revision, weights_fingerprint
+from persona_eval.plugins.generators.common import adapter_folder, model_location
+from persona_eval.plugins.generators.sampling import choice_token_ids, make_seeded_sampler, request_seed
+from persona_eval.plugins.generators.torch_threads import ThreadPolicy, parse_threads, prefer_sleeping_waits
+from persona_eval.rendering.chat import render_request
+
+logger = logging.getLogger("persona_eval.hf")
+
+
+_LOADED: dict[tuple, tuple[Any, Any]] = {}
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+AUTO_BATCH_START = {"cpu": 16, "cuda": 64}
+
+
+def _resolve_dtype(name: str | None, device: str):
+    import torch
+
+    if name in (None, "auto"):
+        # On CPU float32 prefill runs ~5x faster than bfloat16 (no native bf16 matmul).
+        if device == "cpu":
+            return torch.float32
+        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    try:
+        dtype = getattr(torch, str(name))
+    except AttributeError:
+        dtype = None
+    if not isinstance(dtype, torch.dtype):
+        raise UsageError(f"hf: unknown dtype {name!r} (use bfloat16, float16 or float32)")
+    return dtype
+
+
+def _resolve_device(name: str | None) -> str:
+    import torch
+
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"hf: device {name!r} asked for, but no CUDA GPU is available")
+    return str(name)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class HFGenerator(Generator):
+    def __init__(
+        self,
+        model: str,
+        dtype: str | None = None,
+        device: str | None = None,
+        adapter: str | None = None,
+        batch_size: int | str = 8,
+        revision: str | None = None,
+        chat_template: bool = True,
+        trust_remote_code: bool = False,
+        merge_adapter: bool = True,
+        threads: int | str = "auto",
+    ):
+        self.model_name = model
+        threads = parse_threads("hf", threads)
+        if threads == "auto":
+            prefer_sleeping_waits()  # before anything below imports torch
+        self.path, self.display_name = model_location(model)
+        self.device = _resolve_device(device)
+        self.threads = ThreadPolicy(threads, self.device)
+        self.dtype_name = str(dtype or "auto")
+        _resolve_dtype(self.dtype_name, self.device)  # a bad dtype fails now, not after loading
+        self.adapter = adapter_folder("hf", adapter)
+        self.auto_batch = batch_size == "auto"
+        if self.auto_batch:
+            self.batch_size = AUTO_BATCH_START.get(self.device.split(":")[0], 16)
+        else:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise UsageError(f"hf: batch_size must be a positive integer or 'auto', not {batch_size!r}")
+            self.batch_size = batch_size
+        # Handing the generator several batches at once lets it sort them by length.
+        self.preferred_batch_size = min(256, max(8, 4 * self.batch_size))
+        self.revision = None if revision is None else str(revision)
+        self.use_chat_template = bool(chat_template)
+        self.trust_remote_code = bool(trust_remote_code)
+        self.merge_adapter = bool(merge_adapter)
+        self._model = None
+        self._tokenizer = None
+        self._eos: set[int] = set()
+        self._identity: dict[str, Any] | None = None
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load(self):
+        if self._model is not None:
+            return self._model, self._tokenizer
+        key = (self.path, self.revision, self.dtype_name, self.device, self.adapter, self.merge_adapter)
+        with _LOAD_LOCK:
+            if key not in _LOADED:
+                _LOADED[key] = self._load_uncached()
+        self._model, self._tokenizer = _LOADED[key]
+        self._eos = _eos_ids(self._model, self._tokenizer)
+        return self._model, self._tokenizer
+
+    def _load_uncached(self):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        quiet_progress_bars()
+        dtype = _resolve_dtype(self.dtype_name, self.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision, trust_remote_code=self.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.path, revision=self.revision, dtype=dtype, trust_remote_code=self.trust_remote_code
+            )
+        except OSError as exc:
+            raise RunError(f"hf: cannot load model {self.display_name!r}: {str(exc).splitlines()[0]}") from exc
+        if self.adapter:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:
+                raise UsageError("hf: adapter= needs peft: pip install 'persona-eval[train]'") from exc
+            try:
+                model = PeftModel.from_pretrained(model, self.adapter)
+            except Exception as exc:  # noqa: BLE001 - a mismatched adapter is the user's to fix
+                raise UsageError(f"hf: cannot apply adapter to {self.display_name!r}: {type(exc).__name__}: {exc}",
+                                 where=self.adapter) from exc
+            if self.merge_adapter:
+                # Folding LoRA into the weights makes generation as fast as the base model.
+                model = model.merge_and_unload()
+        model.to(self.device)
+        model.eval()
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise RunError(f"hf: tokenizer of {self.display_name!r} has neither a pad nor an end-of-sequence token")
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    # -- identity ------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            self._identity = {
+                "backend": "hf",
+                "model": self.display_name,
+                "revision": model_revision(self.path, self.revision, trust_remote_code=self.trust_remote_code),
+                "adapter": f"sha256:{weights_fingerprint(Path(self.adapter))}" if self.adapter else None,
+                # The dtype actually used: "auto" means float32 on CPU but bfloat16 on a GPU.
+                "dtype": str(_resolve_dtype(self.dtype_name, self.device)).replace("torch.", ""),
+                "chat_template": self.use_chat_template,
+            }
+        return self._identity
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def render(self, request: GenRequest) -> tuple[str, bool]:
+        """The full model input text, and whether it already holds special tokens."""
+        _, tokenizer = self._load()
+        return render_request(tokenizer, request, self.use_chat_template)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        self.threads.apply()
+        results: list[GenResult | None] = [None] * len(requests)
+        groups: dict[GenParams, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(request.params, []).append(index)
+        for params, indices in groups.items():
+            rendered = {i: self.render(requests[i]) for i in indices}
+            # Longest first: similar lengths share a batch, and an OOM shows up at once.
+            indices.sort(key=lambda i: -len(rendered[i][0]))
+            ordered = [rendered[i] for i in indices]
+            outputs = self._batched(ordered, lambda chunk: self._generate_batch(chunk, params))
+            for i, output in zip(indices, outputs):
+                results[i] = output
+        missing = [requests[i].id for i, r in enumerate(results) if r is None]
+        if missing:
+            raise RunError(f"hf: no output for item(s) {', '.join(missing[:5])}")
+        return results  # type: ignore[return-value]
+
+    def _batched(self, items: list, run) -> list:
+        """`run` over consecutive batches; with batch_size=auto, an out-of-memory batch is halved and retried."""
+        out: list = []
+        start = 0
+        while start < len(items):
+            batch = items[start : start + self.batch_size]
+            try:
+                outputs = run(batch)
+            except RuntimeError as exc:
+                if not _is_oom(exc):
+                    raise
+                self._empty_cache()
+                if self.auto_batch and len(batch) > 1:
+                    self.batch_size = max(1, len(batch) // 2)
+                    logger.warning("hf: out of memory; batch size now %d", self.batch_size)
+                    continue
+                hint = "even one request at a time" if len(batch) == 1 else "use batch_size=auto or a smaller batch_size"
+                raise RunError(f"hf: out of memory running {self.display_name!r} ({hint})") from exc
+            out.extend(outputs)
+            start += len(batch)
+        return out
+
+    def _empty_cache(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _encode(self, texts: list[tuple[str, bool]]):
+        _, tokenizer = self._load()
+        specials = texts[0][1]
+        encoded = tokenizer([t for t, _ in texts], return_tensors="pt", padding=True, add_special_tokens=not specials)
+        return {k: v.to(self.device) for k, v in encoded.items()}
+
+    def _generate_batch(self, texts: list[tuple[str, bool]], params: GenParams) -> list[GenResult]:
+        import torch
+
+        model, tokenizer = self._load()
+        encoded = self._encode(texts)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+        # The model's generation_config may carry sampling defaults; null them so that only
+        # our parameters decide (greedy, or our per-request sampler below).
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.temperature > 0:
+            seeds = [request_seed(params.seed, text) for text, _ in texts]
+            kwargs["logits_processor"] = [make_seeded_sampler(seeds, params.temperature, params.top_p, self.device)]
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=tokenizer)
+        with torch.inference_mode():
+            output = model.generate(**encoded, **kwargs)
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        return [self._decode_row(row, params) for row in new_tokens.tolist()]
+
+    def _decode_row(self, row: list[int], params: GenParams) -> GenResult:
+        _, tokenizer = self._load()
+        # A row that finished early is padded to the batch's length, after its
+        # end-of-sequence token (or, when a stop string ended it, right after that).
+        ends = self._eos | ({tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else set())
+        end = next((i for i, token in enumerate(row) if token in ends), None)
+        length = len(row) if end is None else end
+        text = tokenizer.decode(row[:length], skip_special_tokens=True)
+        finish = "stop" if end is not None or length < params.max_new_tokens else "length"
+        cut = min((found for found in (text.find(stop) for stop in params.stop if stop) if found >= 0), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        return GenResult(text=text.strip(), finish_reason=finish, output_tokens=length)
+
+    # -- log-probabilities ---------------------------------------------------------------
+
+    def choice_probs(self, requests: Sequence[GenRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+        import torch
+
+        model, tokenizer = self._load()
+        self.threads.apply()
+        choice_ids = choice_token_ids(tokenizer, choices)
+        texts = [self.render(r) for r in requests]
+
+        def run(chunk):
+            encoded = self._encode(chunk)
+            with torch.inference_mode():
+                logits = model(**encoded, logits_to_keep=1).logits[:, -1, :].float()
+            probs = torch.softmax(logits, dim=-1)
+            found = []
+            for row in probs:
+                mass = [float(row[ids].sum()) for ids in choice_ids]
+                total = sum(mass) or 1.0
+                found.append({c: m / total for c, m in zip(choices, mass)})
+            return found
+
+        return self._batched(texts, run) if texts else []
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+@hookimpl
+def register_generators(register):
+    register("hf", HFGenerator, aliases=["transformers", "huggingface"], description="Hugging Face transformers")

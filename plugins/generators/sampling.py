@@ -1,0 +1,87 @@
+"""The `hf` generator: Hugging Face transformers, batched, left-padded, chat templates.
+
+Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR]
+[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]
+[,threads=auto|N]``.
+``hf:embedded`` is the embedded SmolLM2-135M-Instruct. Requests are grouped by
+generation parameters and sorted by length so each batch pads little; batch_size=auto
+halves on out-of-memory. Greedy unless the temperature is above zero; sampling draws
+each request's tokens from its own generator seeded by (seed, rendered input), so a
+sampled answer does not depend on which other requests share its batch. On CPU,
+threads=auto fits torch's thread count to the CPUs other processes leave free (see
+`torch_threads`); the count changes speed only, so it is not part of the identity.
+
+Also home to the helpers other local-weights backends share: `weights_fingerprint`
+and `model_revision` (what goes into an identity), and `render_request`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from persona_eval.hashing import stable_hash
+
+logger = logging.getLogger("persona_eval.hf")
+
+
+def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[list[int]]:
+    """The first token of each choice, bare and after a space (both spellings count)."""
+    out = []
+    for choice in choices:
+        ids = {tokenizer.encode(variant, add_special_tokens=False)[0] for variant in (choice, " " + choice)}
+        out.append(sorted(ids))
+    return out
+
+
+def request_seed(seed: int, rendered: str) -> int:
+    """A per-request sampling seed: the run's seed and the exact input, nothing else."""
+    return int(stable_hash([int(seed), rendered], 15), 16)
+
+
+_SAMPLER_CLASS = None
+
+
+def make_seeded_sampler(seeds: Sequence[int], temperature: float, top_p: float, device: str):
+    """A logits processor that samples each row from its own seeded generator.
+
+    It leaves a single finite logit per row, so greedy decoding then picks the sampled
+    token: temperature and nucleus filtering happen here, not in transformers' warpers.
+    A row's draws depend only on its seed and its own logits, never on its batch mates.
+    """
+    global _SAMPLER_CLASS
+    import torch
+
+    if _SAMPLER_CLASS is None:
+        from transformers import LogitsProcessor
+
+        class SeededSampler(LogitsProcessor):
+            def __init__(self, generators, temperature, top_p):
+                self.generators = generators
+                self.temperature = float(temperature)
+                self.top_p = float(top_p)
+
+            def __call__(self, input_ids, scores):
+                logits = scores.float() / self.temperature
+                if self.top_p < 1.0:
+                    ordered, order = torch.sort(logits, dim=-1, descending=True)
+                    cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+                    # Drop a token once the mass before it already reaches top_p; the top token always stays.
+                    drop = (cumulative - torch.softmax(ordered, dim=-1)) >= self.top_p
+                    drop[:, 0] = False
+                    logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+                probs = torch.softmax(logits, dim=-1)
+                chosen = torch.stack(
+                    [torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(self.generators)]
+                )
+                out = torch.full_like(scores, float("-inf"))
+                return out.scatter(1, chosen, 0.0)
+
+        _SAMPLER_CLASS = SeededSampler
+    generator_device = device if device.startswith("cuda") else "cpu"
+    generators = []
+    for seed in seeds:
+        gen = torch.Generator(device=generator_device)
+        gen.manual_seed(seed)
+        generators.append(gen)
+    return _SAMPLER_CLASS(generators, temperature, top_p)

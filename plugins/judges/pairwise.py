@@ -1,0 +1,169 @@
+"""What the pairwise judges (`prometheus`, `gpt-4o`) share: options, identity, the bounded re-ask loop.
+
+`PairwiseJudge` holds a generator backend and the options both judges take (generation
+parameters, how many times to ask, whether to use next-token probabilities, whether the
+judge writes before its verdict). Its `compare` asks every pair, parses the verdict that
+closes each reply, and re-asks the pairs left without one, up to `max_attempts`; a judge
+says through its hooks how to read P(A) and what becomes of the pairs still open. The
+prompt, the parser and the wording of the reasons stay in each judge's own module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from persona_eval.contracts.interfaces import Generator, Judge
+from persona_eval.contracts.records import GenParams, GenRequest, GenResult, PairRequest, Verdict
+
+
+def reask_params(params: GenParams, attempt: int, min_temperature: float | None = None) -> GenParams:
+    """The parameters of ask number `attempt`: a new seed on a re-ask (and, if given, at least `min_temperature`)."""
+    if attempt <= 1:
+        return params
+    temperature = params.temperature if min_temperature is None else max(params.temperature, min_temperature)
+    return GenParams(
+        max_new_tokens=params.max_new_tokens, temperature=temperature,
+        top_p=params.top_p, seed=params.seed + attempt, stop=params.stop,
+    )
+
+
+@dataclass
+class Asking:
+    """Where one `compare` call stands: kept per call, since a judge may run several calls at once."""
+
+    pairs: Sequence[PairRequest]
+    verdicts: list[Verdict | None]
+    last: dict[int, GenResult] = field(default_factory=dict)  # each pair's latest reply
+    attempts: dict[int, int] = field(default_factory=dict)
+    even: dict[int, float] = field(default_factory=dict)  # P(A) of pairs the probabilities could not decide
+
+    def text(self, i: int) -> str:
+        return self.last[i].text if i in self.last else ""
+
+    def open(self) -> list[int]:
+        return [i for i, verdict in enumerate(self.verdicts) if verdict is None]
+
+
+class PairwiseJudge(Judge):
+    """A judge that compares two responses and ends its reply with the letter of the better one."""
+
+    name: str
+    # The option that turns the written part (feedback, rationale) on: its name is an identity key.
+    written_option: str
+
+    def __init__(self, generator: Generator, params: GenParams | None, max_attempts: int, use_logprobs: bool, written: bool):
+        self.generator = generator
+        self.params = params or GenParams(max_new_tokens=256)
+        self.max_attempts = max(1, int(max_attempts))
+        self.use_logprobs = bool(use_logprobs)
+        # written=False skips the written part and reads the verdict straight from P(A) vs
+        # P(B) after the verdict cue: one forward pass per verdict, for small local judges.
+        self.written = bool(written)
+        self.preferred_batch_size = getattr(generator, "preferred_batch_size", 8)
+        # The judge keeps no per-call state: it may run as many calls at once as its backend.
+        self.max_concurrent_calls = getattr(generator, "max_concurrent_calls", 1)
+        self._logprobs_supported: bool | None = None
+        self._warned = False
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "judge": self.name,
+            "model": self.generator.identity(),
+            "template": self.template_hash(),
+            "params": self.params.to_dict(),
+            "max_attempts": self.max_attempts,
+            "logprobs": self.use_logprobs,
+            self.written_option: self.written,
+        }
+
+    # -- what each judge supplies ------------------------------------------------------------
+
+    def template_hash(self) -> str:
+        """A short hash of every prompt text the judge sends."""
+        raise NotImplementedError
+
+    def parse(self, text: str) -> str | None:
+        """'A' or 'B' from the verdict that closes `text`, else None."""
+        raise NotImplementedError
+
+    def _request(self, pair: PairRequest, attempt: int) -> GenRequest:
+        raise NotImplementedError
+
+    def _probe(self, pair: PairRequest, text: str, attempt: int) -> GenRequest:
+        """The request whose next token after its reply prefix (`text` and the verdict cue) is the verdict."""
+        raise NotImplementedError
+
+    def _probability_only_reason(self, p_a: float | None) -> str:
+        """Why a verdict read from probabilities alone (written=False) is unscored."""
+        raise NotImplementedError
+
+    def _warn_written_anyway(self) -> None:
+        """Say (once) that written=False meets a backend without probabilities, so the judge writes."""
+        raise NotImplementedError
+
+    def _settle(self, asking: Asking, unparsed: list[int], attempt: int) -> list[int]:
+        """Decide what it can of the pairs whose reply had no verdict; return those to ask again."""
+        return unparsed
+
+    def _finish(self, asking: Asking) -> None:
+        """Fill the verdicts still open (unscored, with the reason) once the asks are spent."""
+        raise NotImplementedError
+
+    # -- judging -------------------------------------------------------------------------------
+
+    def compare(self, pairs: Sequence[PairRequest]) -> list[Verdict]:
+        if not self.written:
+            if self._has_logprobs():
+                probs = self._probs([self._probe(pair, "", 1) for pair in pairs])
+                return [self._from_probability(p_a, "", 1, self._probability_only_reason(p_a)) for p_a in probs]
+            if not self._warned:
+                # The demo task asks for a verdict-only small local judge; on a backend without
+                # log-probabilities the judge simply writes first.
+                self._warn_written_anyway()
+                self._warned = True
+        asking = self._ask(pairs)
+        self._finish(asking)
+        return [v for v in asking.verdicts if v is not None]
+
+    def _ask(self, pairs: Sequence[PairRequest]) -> Asking:
+        """Ask every pair, then re-ask those `_settle` leaves open, `max_attempts` asks at most."""
+        asking = Asking(pairs=pairs, verdicts=[None] * len(pairs))
+        pending = list(range(len(pairs)))
+        for attempt in range(1, self.max_attempts + 1):
+            if not pending:
+                break
+            results = self.generator.generate([self._request(pairs[i], attempt) for i in pending])
+            if len(results) != len(pending):
+                raise RuntimeError(f"{self.name}: backend returned {len(results)} results for {len(pending)} requests")
+            unparsed = []
+            for i, result in zip(pending, results):
+                asking.last[i], asking.attempts[i] = result, attempt
+                winner = self.parse(result.text)
+                if winner:
+                    asking.verdicts[i] = Verdict(winner=winner, raw=result.text, attempts=attempt)
+                else:
+                    unparsed.append(i)
+            pending = self._settle(asking, unparsed, attempt)
+        return asking
+
+    def _has_logprobs(self) -> bool:
+        if self._logprobs_supported is None:
+            self._logprobs_supported = self.use_logprobs and self.generator.choice_probs([], ["A", "B"]) is not None
+        return self._logprobs_supported
+
+    def _probs(self, requests: list[GenRequest]) -> list[float | None]:
+        """P(A) for each probe request; None for all where the backend gave no (or not all) probabilities."""
+        if not requests:
+            return []
+        probs = self.generator.choice_probs(requests, ["A", "B"])
+        if probs is None or len(probs) != len(requests):
+            return [None] * len(requests)
+        return [p.get("A") for p in probs]
+
+    @staticmethod
+    def _from_probability(p_a: float | None, raw: str, attempts: int, reason: str | None = None) -> Verdict:
+        """The verdict P(A) gives; unscored with `reason` where it gives none (missing, or exactly 0.5)."""
+        if p_a is None or p_a == 0.5:
+            return Verdict(winner=None, raw=raw, prob_a=p_a, unscored_reason=reason, attempts=attempts)
+        return Verdict(winner="A" if p_a > 0.5 else "B", raw=raw, prob_a=p_a, attempts=attempts)

@@ -1,0 +1,2 @@
+"""Persona sources, one file per registered name: gold, retrieved, user, precomputed, inferred.
+"""
