@@ -50,7 +50,7 @@ def write_task(folder: Path, paper: Path) -> Path:
 
 def bench_judge_responder(latency_ms: float):
     """Prometheus-format verdicts after a fixed latency: the longer response wins."""
-    from persona_eval.serving.openai_server import FunctionResponder
+    from openai_server_support import FunctionResponder
 
     async def judge(chat):
         await asyncio.sleep(latency_ms / 1000.0)
@@ -93,7 +93,8 @@ def judge_bodies(run_dir: Path, task_path: Path, judge_model: str) -> list[bytes
     from persona_eval.contracts import registry
     from persona_eval.contracts.factories import build_generator, close_generators
     from persona_eval.contracts.records import GenParams
-    from persona_eval.pipeline.judge import JudgeItem, pair_requests
+    from persona_eval.pipeline.items import JudgeItem
+    from persona_eval.pipeline.judge import pair_requests
     from persona_eval.taskfile.loading import load_task
 
     task = load_task(task_path)
@@ -203,7 +204,7 @@ def main() -> None:
     task = write_task(work / "task", args.paper_outputs)
     items = args.limit or sum(1 for _ in open(work / "task" / "test.jsonl"))
     judgments = items * 2 * 2
-    from persona_eval.serving.openai_server import ChildServer
+    from openai_server_support import ChildServer
 
     server = ChildServer(bench_judge_responder, args.latency_ms)
     judge_model = f"openai:prometheus-bench,base_url={server.base_url},max_concurrency={args.concurrency}"

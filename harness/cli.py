@@ -12,7 +12,8 @@ import sys
 
 import click
 
-from persona_eval import __version__
+from persona_eval.cli_options import persona_options, persona_source_choice
+from persona_eval.versions import __version__
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -62,48 +63,6 @@ def cli(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def persona_options(command):
-    """The options that configure a persona source, shared by `run` and `personas`."""
-    for decorator in reversed((
-        click.option("--retriever", default=None, metavar="NAME[,key=value...]",
-                     help="Retriever for retrieved personas: dense (default), bm25, colbert; implies the retrieved persona source."),
-        click.option("--persona-file", type=click.Path(dir_okay=False), default=None,
-                     help="JSONL/CSV/YAML file of user-written personas by item id or prompt; implies the user persona source."),
-        click.option("--persona", default=None, help='One user-written persona for every item; implies the user persona source.'),
-        click.option("--on-missing", type=click.Choice(["error", "skip"]), default=None,
-                     help="User personas: an item without one is an error (default) or is left out."),
-    )):
-        command = decorator(command)
-    return command
-
-
-def persona_source_choice(source, retriever, persona_file, persona, on_missing):
-    """The persona source name and its options from the command-line flags (None: the task's source)."""
-    from persona_eval.errors import UsageError
-
-    options: dict = {}
-    user_flags = [flag for flag, value in (("--persona-file", persona_file), ("--persona", persona), ("--on-missing", on_missing)) if value is not None]
-    if retriever is not None:
-        if user_flags:
-            raise UsageError(f"--retriever is for retrieved personas; {user_flags[0]} is for user-written ones: use one kind")
-        if source not in (None, "retrieved", "retrieval"):
-            raise UsageError(f"--retriever applies to --persona-source retrieved, not {source!r}")
-        return "retrieved", {"retriever": retriever}
-    if user_flags:
-        if source not in (None, "user", "user-written"):
-            raise UsageError(f"{user_flags[0]} applies to --persona-source user, not {source!r}")
-        if persona_file is None and persona is None:
-            raise UsageError('--on-missing needs --persona-file PATH (or --persona "The user is ...")')
-        if persona_file is not None:
-            options["persona_file"] = persona_file
-        if persona is not None:
-            options["persona"] = persona
-        if on_missing is not None:
-            options["on_missing"] = on_missing
-        return "user", options
-    return source, options
-
-
 @cli.command()
 @click.option("--task", "task", default=None, help="Task name or YAML path (default: demo).")
 @click.option("--split", type=click.Choice(["chosen", "rejected"]), default="rejected", show_default=True,
@@ -135,15 +94,13 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, data_dir, no_cache, bootstrap, as_json,
         quiet):
     """Generate with a test model and a baseline, judge both orders, report dPQ."""
-    from persona_eval.contracts.factories import close_generators
+    from persona_eval.api import evaluate
     from persona_eval.contracts.model_spec import parse_options
     from persona_eval.display.quiet import quiet_library_progress
     from persona_eval.display.report import emit_results
-    from persona_eval.pipeline.run import Run, RunOptions
 
     if quiet:
         quiet_library_progress()
-
     persona_source, source_options = persona_source_choice(persona_source, retriever, persona_file, persona, on_missing)
     if pi_model is not None:
         from persona_eval.errors import UsageError
@@ -151,18 +108,13 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         if persona_source not in (None, "inferred"):
             raise UsageError(f"--pi-model applies to --persona-source inferred, not {persona_source!r}")
         persona_source, source_options = "inferred", {**source_options, "model": pi_model}
-    options = RunOptions(
+    results = evaluate(
         task=task, split=split, model=model, baseline=baseline, strategy=strategy, baseline_strategy=baseline_strategy,
-        judges=tuple(judges), judge_model=judge_model, judge_options=parse_options(judge_options, option="--judge-option"),
-        persona_source=persona_source,
-        persona_source_options=source_options, limit=limit, seed=seed,
-        output_dir=output_dir, include_paths=tuple(include_paths), use_cache=not no_cache, bootstrap=bootstrap,
-        data_dir=data_dir,
+        judge=judges, judge_model=judge_model, judge_options=parse_options(judge_options, option="--judge-option"),
+        persona_source=persona_source, persona_source_options=source_options, limit=limit, seed=seed,
+        output_dir=output_dir, include_paths=include_paths, data_dir=data_dir, use_cache=not no_cache,
+        bootstrap=bootstrap, progress=not quiet,
     )
-    try:
-        results = Run(options, progress=not quiet).execute()
-    finally:
-        close_generators()
     emit_results(results, as_json)
 
 

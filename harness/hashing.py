@@ -1,4 +1,10 @@
-"""Small shared helpers: stable hashing, atomic writes, cache and run folders."""
+"""Stable content hashes: the keys of the result cache, run folders, identities and indexes.
+
+`canonical_json` writes an object as compact JSON with sorted keys (anything else as its
+``str``), so `stable_hash`, its sha256 optionally cut to `length` hex digits, is the same for
+equal data whatever the key order. `text_hash` hashes a string; `file_hash` a file's bytes,
+read in 1 MiB blocks.
+"""
 
 from __future__ import annotations
 

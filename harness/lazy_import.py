@@ -1,4 +1,9 @@
-"""Small shared helpers: stable hashing, atomic writes, cache and run folders."""
+"""`LazyModule`: a module bound at import time but imported on its first attribute access.
+
+Every command, `persona-eval --help` included, imports all plugin modules (to collect their
+commands); a plugin that needs numpy or asyncio only when it runs binds
+``np = LazyModule("numpy")`` instead of importing it at the top.
+"""
 
 from __future__ import annotations
 

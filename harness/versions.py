@@ -1,11 +1,9 @@
-"""One evaluation run: personas, generation (test and baseline), judging, results.
+"""This package's version and the installed versions of the libraries that shape results.
 
-A run directory holds ``config.json`` (everything resolved: task and data hashes,
-specs, identities, versions, seeds), ``generations.jsonl`` and ``judgments.jsonl`` (one
-record per line, flushed as each finishes) and ``results.json`` (written atomically at
-the end). The default directory name is derived from the resolved config, so rerunning
-the same command resumes the same run: finished records are read back, a torn last
-line from a crash is dropped, and only the missing work is done.
+`__version__` is kept here, low in the import graph (see the comment by it). `package_versions`
+reads persona-eval, torch, transformers, prometheus-eval, pluggy, peft, trl and any `extra`
+names from the installed metadata (None for one that is missing); a run records them in its
+``config.json``, a training in the adapter's ``metadata.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +12,10 @@ import logging
 from typing import Sequence
 
 logger = logging.getLogger("persona_eval.pipeline")
+
+# This package's version (also `persona_eval.__version__`); kept here, at the bottom of the
+# import graph, so any module can name it without importing the package's lazy entry points.
+__version__ = "0.1.0"
 
 
 def package_versions(extra: Sequence[str] = ()) -> dict[str, str | None]:

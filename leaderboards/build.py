@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from persona_eval import __version__
 from persona_eval.errors import UsageError
 from persona_eval.hashing import stable_hash
 from persona_eval.storage.files import atomic_write_json
+from persona_eval.versions import __version__
 
 from . import SCHEMA_ID, SCHEMA_VERSION, SPLIT_ORDER, validate
 

@@ -1,8 +1,8 @@
 """CLI commands of persona inference: `persona-eval infer`, `pi-accuracy` and `analyze`.
 
-Registered through the `register_commands` hook like any plugin's commands. Each command
-only parses options and imports its machinery when it runs (persona_inference,
-pi_accuracy, persona_bias), so `persona-eval --help` stays light.
+`add_commands` adds them to the CLI; the plugin `persona_eval.plugins.commands.infer` calls it
+from its `register_commands` hook. Each command only parses options and imports its machinery
+when it runs (`infer_file` and `export`, `accuracy`, `bias`), so `persona-eval --help` stays light.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
-"""Persona inference (PI): abduce why a user preferred one response, on any generator backend.
+"""`infer_file`: the `persona-eval infer` pipeline, both personas of every pair into JSON Lines.
 
-For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user
-would prefer the chosen response; the *rejected persona* is the same question with the
-responses swapped. Here live:
-
-- the few-shot prompt (our own wording; exemplars from a YAML/JSONL file, defaults in
-  ``data/pi_exemplars.yaml``) and its hash;
-- post-processing: first sentence, normalisation, the "The user is ... and prefers ..."
-  format check, a protected-attribute screen and an adversarial (harm-seeking) flag;
-- `PersonaInferrer`: batched, cached inference through `stages.cached_map`, re-asking a
-  persona that fails the format or the screen and dropping it after the last attempt;
-- `infer_file`: the `persona-eval infer` pipeline (record-by-record JSON Lines output that
-  resumes after a crash, a dropped-items file, a summary, optional Parquet / hub push);
-- the `inferred` persona source, which infers each test item's persona at test time.
+Records are written one by one as they finish, so rerunning the command resumes after a crash;
+an output holding personas from another model, prompt or setting, or inferred from different
+input text, is refused. Pairs with a dropped persona go to ``OUT.dropped.jsonl`` and the counts
+to ``OUT.summary.json`` (`sidecar_path`, `summarize_outputs`). The optional Parquet copy and hub
+push are in `export`.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
-"""Persona inference (PI): abduce why a user preferred one response, on any generator backend.
+"""`PersonaInferrer`: batched, cached persona inference (PI) on any generator backend.
 
-For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user
-would prefer the chosen response; the *rejected persona* is the same question with the
-responses swapped. Here live:
-
-- the few-shot prompt (our own wording; exemplars from a YAML/JSONL file, defaults in
-  ``data/pi_exemplars.yaml``) and its hash;
-- post-processing: first sentence, normalisation, the "The user is ... and prefers ..."
-  format check, a protected-attribute screen and an adversarial (harm-seeking) flag;
-- `PersonaInferrer`: batched, cached inference through `stages.cached_map`, re-asking a
-  persona that fails the format or the screen and dropping it after the last attempt;
-- `infer_file`: the `persona-eval infer` pipeline (record-by-record JSON Lines output that
-  resumes after a crash, a dropped-items file, a summary, optional Parquet / hub push);
-- the `inferred` persona source, which infers each test item's persona at test time.
+Each `PersonaJob` (one side of a pair; `pair_jobs` makes both) becomes a request rendered by
+`prompt.PersonaPrompt` and answered through the result cache (`persona_eval.pipeline.cached_map`,
+stage ``persona_inference``); the answer is cleaned and screened by `screening`. A persona that
+fails the format or the protected-attribute screen is asked again (at temperature 0.7 or more,
+with a note on what was wrong) and dropped after the last attempt. `PersonaOutcome` keeps the
+attempts, flags and raw outputs of each.
 """
 
 from __future__ import annotations

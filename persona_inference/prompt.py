@@ -1,18 +1,11 @@
-"""Persona inference (PI): abduce why a user preferred one response, on any generator backend.
+"""The few-shot persona-inference (PI) prompt: system prompt, exemplars, pair block, and its hash.
 
-For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user
-would prefer the chosen response; the *rejected persona* is the same question with the
-responses swapped. Here live:
-
-- the few-shot prompt (our own wording; exemplars from a YAML/JSONL file, defaults in
-  ``data/pi_exemplars.yaml``) and its hash;
-- post-processing: first sentence, normalisation, the "The user is ... and prefers ..."
-  format check, a protected-attribute screen and an adversarial (harm-seeking) flag;
-- `PersonaInferrer`: batched, cached inference through `stages.cached_map`, re-asking a
-  persona that fails the format or the screen and dropping it after the last attempt;
-- `infer_file`: the `persona-eval infer` pipeline (record-by-record JSON Lines output that
-  resumes after a crash, a dropped-items file, a summary, optional Parquet / hub push);
-- the `inferred` persona source, which infers each test item's persona at test time.
+For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user would
+prefer the chosen response; the *rejected persona* is the same question with the responses
+swapped. The wording is our own; exemplars come from a YAML or JSONL file (`load_exemplars`,
+default ``data/pi_exemplars.yaml``), each persona checked against the persona format.
+`PersonaPrompt` renders k exemplars, then the query pair with long responses clipped; its
+`identity` and `hash` cover the system prompt, the template, the re-ask notes and the exemplars.
 """
 
 from __future__ import annotations

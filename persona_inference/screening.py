@@ -1,18 +1,10 @@
-"""Persona inference (PI): abduce why a user preferred one response, on any generator backend.
+"""Post-processing of inferred personas: cleaning, the format check and two screens.
 
-For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user
-would prefer the chosen response; the *rejected persona* is the same question with the
-responses swapped. Here live:
-
-- the few-shot prompt (our own wording; exemplars from a YAML/JSONL file, defaults in
-  ``data/pi_exemplars.yaml``) and its hash;
-- post-processing: first sentence, normalisation, the "The user is ... and prefers ..."
-  format check, a protected-attribute screen and an adversarial (harm-seeking) flag;
-- `PersonaInferrer`: batched, cached inference through `stages.cached_map`, re-asking a
-  persona that fails the format or the screen and dropping it after the last attempt;
-- `infer_file`: the `persona-eval infer` pipeline (record-by-record JSON Lines output that
-  resumes after a crash, a dropped-items file, a summary, optional Parquet / hub push);
-- the `inferred` persona source, which infers each test item's persona at test time.
+`normalize_persona` cuts a model output to its first sentence and tidies it; `format_problem`
+says why a text is not of the form "The user is [attribute] and prefers [explanation]".
+`screen_protected` finds protected attributes a persona ascribes to the user (not topics it asks
+about); such a persona is re-asked and, after the last attempt, dropped. `screen_adversarial`
+flags a harm-seeking persona; the flag is recorded, the persona is not dropped for it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
   one judge answer in twelve carries no verdict (the judge re-asks) and one pair in twenty
   never gets one (recorded unscored, with the reason);
 - `judge_responder(latency_ms)` / `gen_responder(latency_ms)`: async responders for
-  `persona_eval.serving.openai_server.serve`;
+  `openai_server_support.serve`;
 - `ServerProcess`: that server in a child process (its own GIL), for benchmarks;
 - `cli(...)`: ``persona-eval`` as a subprocess, with an isolated cache and plugin environment;
 - `measure_child(command, env)`: one child's wall and CPU time and peak RSS, for benchmarks.
@@ -113,7 +113,7 @@ def _user_text(chat) -> str:
 
 def _responder(answer, latency_ms: float):
     """A loopback responder: `answer` of the request's non-system text, after `latency_ms`."""
-    from persona_eval.serving.openai_server import FunctionResponder
+    from openai_server_support import FunctionResponder
 
     async def respond(chat):
         if latency_ms:
@@ -136,7 +136,7 @@ def gen_responder(latency_ms: float = 0.0):
 
 def ServerProcess(kind: str = "judge", latency_ms: float = 0.0):
     """The judge or generation responder served from a child process (its own GIL)."""
-    from persona_eval.serving.openai_server import ChildServer
+    from openai_server_support import ChildServer
 
     return ChildServer(judge_responder if kind == "judge" else gen_responder, latency_ms)
 

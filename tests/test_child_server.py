@@ -7,8 +7,7 @@ import urllib.request
 
 import pytest
 import reliability_support as rs
-
-from persona_eval.serving.openai_server import ChildServer
+from openai_server_support import ChildServer
 
 
 def _chat(base_url: str, text: str) -> dict:

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 import reliability_support as rs
-
-from persona_eval.serving.openai_server import serve
+from openai_server_support import serve
 
 ITEMS = 30
 LATENCY_MS = 20

@@ -1,6 +1,6 @@
 """A run against loopback servers that misbehave on 20% of requests completes, counts its retries, and scores exactly as a clean run.
 
-Every fault kind of `persona_eval.serving.openai_server` is injected (429 with Retry-After,
+Every fault kind of `openai_server_support` is injected (429 with Retry-After,
 500, 503, malformed JSON, empty choices, truncated bodies, hangs past the client timeout,
 reset connections), on the generation and the judge servers alike. The responders are
 deterministic, so the faulty run must reproduce the clean run's verdicts exactly; every
@@ -14,8 +14,7 @@ import json
 
 import pytest
 import reliability_support as rs
-
-from persona_eval.serving.openai_server import FAULT_KINDS, FaultPlan, serve
+from openai_server_support import FAULT_KINDS, FaultPlan, serve
 
 ITEMS = 24
 JUDGMENTS = ITEMS * 2 * 2

@@ -29,9 +29,9 @@ from typing import Callable
 import pytest
 import reliability_support as rs
 from click.testing import CliRunner
+from openai_server_support import serve
 
 from persona_eval.cli import cli
-from persona_eval.serving.openai_server import serve
 
 ITEMS = 4
 

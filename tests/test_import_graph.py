@@ -80,8 +80,8 @@ def test_no_import_cycles_in_the_package(graph):
 def test_the_graph_sees_every_folder_and_imports_inside_functions(graph):
     # Guards on the guard: the cycle test is only worth something if the graph holds the
     # modules of every package folder and the imports that stand inside function bodies
-    # (the CLI imports the run pipeline inside its `run` command).
+    # (the CLI imports the Python API inside its `run` command).
     for module in ("persona_eval.plugins.generators.hf", "persona_eval.trainers.common",
                    "persona_eval.persona_inference.inference", "persona_eval.leaderboards.build"):
         assert module in graph
-    assert "persona_eval.pipeline.run" in graph["persona_eval.cli"]
+    assert "persona_eval.api" in graph["persona_eval.cli"]

@@ -8,8 +8,7 @@ import shutil
 from click.testing import CliRunner
 
 from persona_eval.cli import _add_plugin_commands, cli
-from persona_eval.pipeline.judge import rejudge
-from persona_eval.pipeline.run import Run, RunOptions
+from persona_eval.pipeline.run import Run, RunOptions, rejudge
 
 PAIRS_PER_ITEM = 4  # 2 criteria x 2 orders
 

@@ -10,8 +10,7 @@ from click.testing import CliRunner
 from persona_eval.cli import _add_plugin_commands, cli
 from persona_eval.contracts.model_spec import parse_options
 from persona_eval.errors import UsageError
-from persona_eval.pipeline.judge import rejudge
-from persona_eval.pipeline.run import Run, RunOptions
+from persona_eval.pipeline.run import Run, RunOptions, rejudge
 
 
 def _options(tmp_path, **changes):

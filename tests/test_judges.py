@@ -162,7 +162,7 @@ def test_identities_name_template_rubric_and_model(scripted):
 def test_alias_and_unknown_judge_names(scripted):
     assert registry.judges.entry("openai-judge").name == "gpt-4o"
     from persona_eval.errors import UnknownNameError
-    from persona_eval.pipeline.judge import parse_judge_choices
+    from persona_eval.pipeline.judges import parse_judge_choices
 
     with pytest.raises(UnknownNameError, match="did you mean"):
         parse_judge_choices(["gpt4o"], "scripted:longer")
@@ -218,10 +218,11 @@ def _longer_judge(chat):
 def test_paper_outputs_judged_over_a_loopback_openai_server(paper_outputs, tmp_path):
     import json
 
+    from openai_server_support import FunctionResponder, serve
+
     from persona_eval.contracts.factories import close_generators
     from persona_eval.pipeline.run import Run
     from persona_eval.plugins.generators.file import strip_end_markers
-    from persona_eval.serving.openai_server import FunctionResponder, serve
 
     task_path = js.write_paper_task(tmp_path / "task", paper_outputs)
     bt = paper_outputs / "beavertails"

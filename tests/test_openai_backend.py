@@ -1,7 +1,8 @@
 """The `openai` generator against a real OpenAI-compatible HTTP server on loopback.
 
-The server is `persona_eval.serving.openai_server` (aiohttp on 127.0.0.1, a free port),
-with fault injection for the retry paths and a sentinel key to prove it never leaks.
+The server is `persona_eval.serving.openai_server` (aiohttp on 127.0.0.1, a free port), with
+the fault injection of `openai_server_support` for the retry paths and a sentinel key to
+prove it never leaks.
 """
 
 from __future__ import annotations
@@ -14,19 +15,12 @@ import socket
 import time
 
 import pytest
+from openai_server_support import FaultPlan, FixedResponder, register_fault, serve
 
 from persona_eval.contracts.records import GenParams, GenRequest
 from persona_eval.errors import RunError, UsageError
 from persona_eval.plugins.generators.openai import OpenAIGenerator
-from persona_eval.serving.openai_server import (
-    APIError,
-    ChatReply,
-    FaultPlan,
-    FixedResponder,
-    GeneratorResponder,
-    register_fault,
-    serve,
-)
+from persona_eval.serving.openai_server import APIError, ChatReply, GeneratorResponder
 
 SENTINEL = "sk-SENTINEL-5f1e2d3c4b5a69788796a5b4"
 KEY_ENV = "PERSONA_EVAL_TEST_OPENAI_KEY"

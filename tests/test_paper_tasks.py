@@ -247,7 +247,7 @@ def test_run_data_dir_option_reaches_the_task(tmp_path):
     root = write_hub_layout(tmp_path / "copy", "Anthropic HHH", fmt="jsonl")
     run = Run(RunOptions(task="pe_anthropic_hhh", data_dir=str(root), model="file:/nonexistent.json",
                          judge_model="hf:embedded", limit=2, output_dir=str(tmp_path / "run")), progress=False)
-    examples = run._examples()
+    examples = run.examples()
     assert [e.prompt for e in examples] == [r["prompt"] for r in _rows("Anthropic HHH", "test", 2)]
     assert run.key_config["task"]["data_hash"] == run.task.data_hash
 
@@ -281,7 +281,7 @@ def test_cli_data_dir_loads_offline(tmp_path):
         [sys.executable, "-c",
          "import sys; from persona_eval.pipeline.run import Run, RunOptions; "
          "run = Run(RunOptions(task='pe_beavertails', data_dir=sys.argv[1], limit=2, judge_model='hf:embedded'), progress=False); "
-         "print([e.rejected_persona for e in run._examples()])", str(root)],
+         "print([e.rejected_persona for e in run.examples()])", str(root)],
         capture_output=True, text=True, env=_cli_env(tmp_path), cwd=tmp_path, timeout=180,
     )
     assert completed.returncode == 0, completed.stderr

@@ -366,7 +366,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
 
 def test_infer_and_pi_accuracy_over_an_openai_compatible_api(tmp_path):
     """Any generator backend: a real OpenAI-compatible server on loopback answers as a PI model and as a judge."""
-    from persona_eval.serving.openai_server import serve
+    from openai_server_support import serve
 
     seen = []
 

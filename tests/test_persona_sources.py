@@ -22,7 +22,6 @@ from persona_eval.contracts import plugin_manager
 from persona_eval.contracts.factories import build_persona_source
 from persona_eval.contracts.records import Persona
 from persona_eval.errors import UsageError
-from persona_eval.pipeline.run import Run, RunOptions
 from persona_eval.plugins.personas.common import normalize_prompt
 from persona_eval.plugins.personas.retrieved import parse_retriever_spec
 from persona_eval.taskfile.loading import load_task
@@ -345,14 +344,15 @@ def test_user_single_persona_and_argument_errors(demo):
 
 
 def test_runner_leaves_out_items_without_a_persona(tmp_path, demo):
-    run = Run(RunOptions(split="rejected", persona_source="user", output_dir=str(tmp_path / "run")), progress=False)
+    from persona_eval.pipeline.personas import with_personas
+
     examples = demo.load("test")[:4]
 
     class Partial:
         def personas(self, examples, split):
             return [Persona(text=None if i % 2 else f"The user is {i}.", source="user") for i in range(len(examples))]
 
-    kept, personas, skipped = run._with_personas(Partial(), examples)
+    kept, personas, skipped = with_personas(Partial(), "user", examples, "rejected")
     assert [e.id for e in kept] == [examples[0].id, examples[2].id]
     assert [p.text for p in personas] == ["The user is 0.", "The user is 2."]
     assert skipped == [examples[1].id, examples[3].id]
@@ -362,7 +362,7 @@ def test_runner_leaves_out_items_without_a_persona(tmp_path, demo):
             return [Persona(text=None, source="user") for _ in examples]
 
     with pytest.raises(UsageError, match="gave no persona for any of the 4 item"):
-        run._with_personas(Nothing(), examples)
+        with_personas(Nothing(), "user", examples, "rejected")
     assert not (tmp_path / "run").exists()
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 import reliability_support as rs
+from openai_server_support import FaultPlan, register_fault, serve
 
 from persona_eval.errors import UsageError
-from persona_eval.serving.openai_server import FaultPlan, register_fault, serve
 
 REPO = Path(__file__).resolve().parents[1]
 SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4f60-do-not-leak"
@@ -256,8 +256,8 @@ HOSTILE_SPECS = [
 
 @pytest.mark.parametrize("spec", HOSTILE_SPECS, ids=range(len(HOSTILE_SPECS)))
 def test_run_folders_from_hostile_model_specs_stay_inside_the_runs_folder(spec, tmp_path):
-    from persona_eval.pipeline.judge import parse_judge_choices, rejudge_dir
-    from persona_eval.pipeline.run import Run, RunOptions
+    from persona_eval.pipeline.judges import parse_judge_choices
+    from persona_eval.pipeline.run import Run, RunOptions, rejudge_dir
 
     task = rs.write_task(tmp_path / "task", 2)
     runs = tmp_path / "runs"

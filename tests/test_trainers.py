@@ -161,7 +161,7 @@ def _eval_requests(examples, split: str, strategy: str):
 
     run = Run(RunOptions(task="demo", split=split, model="hf:embedded", strategy=strategy, limit=0), progress=False)
     personas = [Persona(text=e.persona_for(split), source="gold") for e in examples]
-    return run._requests("test", examples, personas)
+    return run.requests("test", examples, personas)
 
 
 @pytest.mark.slow

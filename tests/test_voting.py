@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from persona_eval.pipeline.judge import JudgeItem, score
+from persona_eval.pipeline.items import JudgeItem
+from persona_eval.pipeline.score import score
 from persona_eval.scoring.voting import agreement, majority_outcomes, vote
 from persona_eval.taskfile.loading import resolve_task
 

@@ -1,9 +1,10 @@
 """TRL trainer builders, one per training kind: `sft` (SFTTrainer) and `dpo` (DPOTrainer).
 
-SFT rows are prompt/completion pairs and the loss covers the completion only. DPO passes
-``ref_model=None``: TRL then keeps a frozen copy of the (possibly pre-trained) adapter as
-the reference, so PT_dpo from a PT_sft adapter is one adapter on the original base. TRL
-loads only when a builder is called.
+`MAKERS` maps the kind to its builder for `trainers.common.build_trainer`. SFT rows are
+prompt/completion pairs and the loss covers the completion only. DPO passes ``ref_model=None``:
+TRL then keeps a frozen copy of the (possibly pre-trained) adapter as the reference, so PT_dpo
+from a PT_sft adapter has the SFT model as its reference and is one adapter on the original
+base. TRL loads only when a builder is called.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
     persona-eval train dpo --task demo --from out/pt-sft --persona chosen --output out/pt-dpo
     persona-eval train dpo --task demo --base-model hf:embedded --persona none --output out/dpo
 
-Several GPUs: ``accelerate launch -m persona_eval.trainers.sft OPTIONS`` (or ``.dpo``) takes
-the same options. Only click is imported here; the trainers load when a command runs.
+The plugin `persona_eval.plugins.commands.train` adds `train_group` to the CLI; `run_module` gives
+``accelerate launch -m persona_eval.trainers.sft OPTIONS`` (or ``.dpo``) the same options for
+several GPUs. Only click is imported here; the trainers load when a command runs.
 """
 
 from __future__ import annotations

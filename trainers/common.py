@@ -69,8 +69,8 @@ class BaseModelRef:
 
 
 def resolve_base(text: str, *, option: str = "--base-model") -> BaseModelRef:
+    from persona_eval.contracts import registry
     from persona_eval.contracts.model_spec import parse_model_spec
-    from persona_eval.plugins.generators.hf import HFGenerator
 
     text = (text or "").strip()
     if not text:
@@ -94,7 +94,9 @@ def resolve_base(text: str, *, option: str = "--base-model") -> BaseModelRef:
             raise UsageError(f"{option} {text!r}: {local} is not a model folder (no config.json)")
     revision = options.get("revision")
     trust = bool(options.get("trust_remote_code", False))
-    generator = HFGenerator(name, device="cpu", revision=revision, trust_remote_code=trust)
+    # The base is loaded the way `persona-eval run --model hf:...` loads it, through the registry
+    # (trainers never import a generator plugin), so its identity is the run's identity.
+    generator = registry.generators.create("hf", name, device="cpu", revision=revision, trust_remote_code=trust)
     return BaseModelRef(
         name=name, path=generator.path, display_name=generator.display_name, revision=revision,
         trust_remote_code=trust, identity=generator.identity(),
@@ -205,16 +207,11 @@ class RichProgressCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not (self.enabled and state.is_world_process_zero):
             return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from persona_eval.display.progress import Progress
 
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=Console(stderr=True),
-            refresh_per_second=2,  # the bar moves once a step; a slow redraw steals no training time
-        )
-        self._progress.start()
-        self._task = self._progress.add_task(self.description, total=state.max_steps, completed=state.global_step, losses="")
+        # The bar moves once a step; a slow redraw steals no training time.
+        self._progress = Progress(fields=("losses",), refresh_per_second=2).__enter__()
+        self._task = self._progress.add(self.description, total=state.max_steps, completed=state.global_step)
 
     def _refresh(self, state) -> None:
         if self._progress is None:

@@ -138,7 +138,7 @@ def _known_keys(parent: tuple) -> list[str]:
 
 
 def _parse_yaml(text: str, path: Path):
-    from persona_eval.taskfile.loading import _node_line, parse_yaml
+    from persona_eval.taskfile.yaml_lines import _node_line, parse_yaml
 
     data, root = parse_yaml(text, path)
     return data, lambda loc: _node_line(root, loc)

@@ -1,10 +1,10 @@
-"""PT_dpo and baseline DPO: preference tuning of a LoRA adapter with TRL's DPOTrainer.
+"""``python -m persona_eval.trainers.dpo``: PT_dpo and baseline DPO adapters with TRL's DPOTrainer.
 
-PT_dpo starts from the PT_sft adapter (``--from SFT_DIR --persona chosen``): the adapter is
-loaded trainable and TRL keeps a frozen copy as the reference (``ref_model=None``), so the
-reference policy is the SFT model and the result is one adapter on the original base. The
-baseline DPO (``--persona none``) never sees a persona. Run it as ``persona-eval train dpo
-...`` or, for several GPUs, ``accelerate launch -m persona_eval.trainers.dpo ...``.
+The same options and errors as ``persona-eval train dpo`` (`trainers.commands.run_module`), for
+several GPUs: ``accelerate launch -m persona_eval.trainers.dpo ...``. PT_dpo starts from the PT_sft
+adapter (``--from SFT_DIR --persona chosen``) and keeps it, frozen, as the reference policy; the
+baseline DPO (``--persona none``) never sees a persona. The trainer is built in
+`trainers.builders` and driven by `trainers.common`.
 """
 
 from __future__ import annotations

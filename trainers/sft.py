@@ -1,9 +1,9 @@
-"""PT_sft: supervised fine-tuning of a LoRA adapter with TRL's SFTTrainer.
+"""``python -m persona_eval.trainers.sft``: PT_sft, a LoRA adapter fine-tuned with TRL's SFTTrainer.
 
-Rows are prompt/completion pairs (the rendered evaluation input, the preferred response);
-the loss covers the completion only. Run it as ``persona-eval train sft ...`` or, for
-several GPUs, ``accelerate launch -m persona_eval.trainers.sft --task T --base-model M
---output DIR`` (same options as the command).
+The same options and errors as ``persona-eval train sft`` (`trainers.commands.run_module`), for
+several GPUs: ``accelerate launch -m persona_eval.trainers.sft --task T --base-model M --output DIR``.
+Rows are the rendered evaluation input and the preferred response (`trainers.data`); the trainer
+is built in `trainers.builders` and driven by `trainers.common`.
 """
 
 from __future__ import annotations

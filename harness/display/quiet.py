@@ -1,4 +1,10 @@
-"""Small shared helpers: stable hashing, atomic writes, cache and run folders."""
+"""The quiet switch for the libraries' own progress bars ("Loading weights", GGUF conversion).
+
+`QUIET_ENV` is the Hugging Face libraries' switch, ``HF_HUB_DISABLE_PROGRESS_BARS``.
+`quiet_library_progress` sets it for ``--quiet`` unless the user already set it.
+`quiet_progress_bars` is what the `hf` generator and the embedded model's conversion call
+right before loading: transformers reads the switch only when it is first imported.
+"""
 
 from __future__ import annotations
 

@@ -1,18 +1,11 @@
-"""The `hf` generator: Hugging Face transformers, batched, left-padded, chat templates.
+"""What pins a model's weights in an identity: a content fingerprint or the hub commit.
 
-Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR]
-[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]
-[,threads=auto|N]``.
-``hf:embedded`` is the embedded SmolLM2-135M-Instruct. Requests are grouped by
-generation parameters and sorted by length so each batch pads little; batch_size=auto
-halves on out-of-memory. Greedy unless the temperature is above zero; sampling draws
-each request's tokens from its own generator seeded by (seed, rendered input), so a
-sampled answer does not depend on which other requests share its batch. On CPU,
-threads=auto fits torch's thread count to the CPUs other processes leave free (see
-`torch_threads`); the count changes speed only, so it is not part of the identity.
-
-Also home to the helpers other local-weights backends share: `weights_fingerprint`
-and `model_revision` (what goes into an identity), and `render_request`.
+`weights_fingerprint` hashes the files of a local model or adapter folder that change what
+comes out: weights, config, and the tokenizer files that hold the chat template and special
+tokens. Each file's sha256 is memoized in ``<cache>/file-hashes.json`` by path, size and
+mtime, so big weights hash once. `model_revision` gives ``sha256:...`` for a local folder,
+``git:<commit>`` for a hub id, or ``unpinned:<revision>`` when no commit can be resolved.
+Shared by the local generators (`hf`, `vllm`, `gguf`, `lm-eval`), the trainers and the retrievers.
 """
 
 from __future__ import annotations

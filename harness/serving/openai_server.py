@@ -1,68 +1,51 @@
-"""A real OpenAI-compatible HTTP server (aiohttp) for loopback tests, benchmarks and serving.
+"""An OpenAI-compatible HTTP server (aiohttp) over any persona_eval generator.
 
-Usage::
-
-    from persona_eval.serving.openai_server import FaultPlan, FixedResponder, serve
-
-    with serve(FixedResponder("Feedback. [RESULT] A", latency_ms=50), faults=FaultPlan(rate=0.2)) as server:
-        server.base_url            # "http://127.0.0.1:PORT/v1"
-        server.stats.snapshot()    # requests, completions, served, statuses, faults, max_in_flight, ...
-        server.faults = FaultPlan(sequence=["429", None])   # may be swapped while running
+This is what ``persona-eval serve-openai`` runs (`run_server` with a `GeneratorResponder`).
+It holds the protocol and nothing test-specific; the tests' fault injection, scripted
+responders and child-process server live in ``tests/openai_server_support.py`` and plug in
+through the two extension points below.
 
 Endpoints: ``POST /v1/chat/completions`` (non-streaming, n=1) and ``GET /v1/models``.
-Errors have OpenAI's body shape ``{"error": {"message", "type", "code"}}``.
+Errors have OpenAI's body shape ``{"error": {"message", "type", "param", "code"}}``.
 
-Responders turn a parsed `ChatRequest` into a `ChatReply` (``async respond(chat)``):
-  - `FixedResponder(text, latency_ms)`: the same text after a fixed delay (throughput benchmarks);
-  - `GeneratorResponder(generator_or_spec)`: any persona_eval Generator (``hf:embedded``...),
-    concurrent requests gathered into batches of up to ``max_batch``. System messages become
-    `GenRequest.system`, the one user message the prompt, and a trailing assistant message the
-    `response_prefix` that the reply continues. ``logprobs``/``top_logprobs`` are answered from
-    the generator's `choice_probs` over ``logprob_choices`` (default A and B, renormalized), so
-    a judge reading P(A) over HTTP sees what it would see in-process;
-  - any callable ``f(ChatRequest) -> str | ChatReply`` (sync or async).
-A responder may raise `APIError(status, message)` to answer with an error.
+Extension points:
 
-`ChildServer(factory, *args, **options)` runs ``serve(factory(*args), **options)`` in a
-spawned child process (its own GIL), for benchmarks.
+- a *responder* (`Responder`): any object with ``async respond(chat: ChatRequest) -> ChatReply``
+  (and optionally ``async aclose()``, awaited when the server stops). It may raise
+  ``APIError(status, message)`` to answer with an error. `GeneratorResponder` is the one
+  shipped here: it serves a `Generator`, gathering concurrent requests into batches of up to
+  ``max_batch``. System messages become `GenRequest.system`, the one user message the
+  prompt, and a trailing assistant message the `response_prefix` that the reply continues.
+  ``logprobs``/``top_logprobs`` are answered from the generator's `choice_probs` over
+  ``logprob_choices`` (default A and B, renormalized), so a judge reading P(A) over HTTP sees
+  what it would see in-process.
+- a *middleware* (`Middleware`): ``async middleware(call: ChatCall, answer) -> web.StreamResponse``
+  wraps every chat completion that passed parsing, auth and the model check. It may return
+  ``await answer(call)`` (the responder's normal answer), or any response of its own, or
+  break the connection; that is how the tests inject faults. ``stats=`` takes a `ServerStats`
+  (or subclass) so such a layer can count what it did next to the server's own counters.
 
-`serve(responder, **options)` / `OpenAIServer(responder, **options)` options: ``host``
-(127.0.0.1), ``port`` (0 = a free port), ``models`` (served names; None accepts any name),
-``api_key`` (when set, any other bearer token gets a 401 whose message echoes the presented
-key, as some real servers do, so client-side redaction can be tested), ``faults`` (a
-`FaultPlan`). `run_server(...)` serves in the foreground (``persona-eval serve-openai``).
-
-Fault injection: every chat completion request, after parsing, auth and the model check,
-asks ``server.faults.pick(chat)`` for a fault kind (None = answer normally). Built-in kinds
-(`FAULT_KINDS`): "429" (with Retry-After), "500", "503", "malformed" (200, body not JSON),
-"empty" (200 with ``choices: []``), "truncated" (Content-Length larger than the bytes sent,
-then the connection closes), "hang" (no answer for ``hang_s`` seconds), "reset" (connection
-closed without a response). Add kinds with ``register_fault(name, handler)`` where
-``async handler(ctx: FaultContext) -> web.StreamResponse``. `FaultPlan` chooses by, in
-order: ``decide(ctx)`` if given, ``sequence`` (forced kinds for the first requests this plan
-sees, in arrival order), ``first_attempts`` (each distinct request body fails its first N arrivals: exact,
-order-independent retry counts), then ``rate`` (random, seeded). Every request and every
-injected fault is counted in `ServerStats`.
+`OpenAIServer(responder, **options)` runs on its own event-loop thread (``start()``/``close()``
+or a context manager); `run_server(responder, **options)` serves in the foreground until
+Ctrl-C/SIGTERM. Options: ``host`` (127.0.0.1), ``port`` (0 = a free port), ``models`` (served
+names; None accepts any name), ``api_key`` (when set, any other bearer token gets a 401 whose
+message echoes the presented key, as some real servers do, so clients must redact it),
+``max_body_mb``, ``middleware``, ``stats``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import logging
 import math
-import random
 import threading
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 logger = logging.getLogger("persona_eval.serving.openai_server")
-
-DEFAULT_FAULTS = ("429", "500", "503", "malformed", "empty", "truncated", "hang")
 
 
 class APIError(Exception):
@@ -215,39 +198,22 @@ def completion_body(chat: ChatRequest, reply: ChatReply) -> dict[str, Any]:
     }
 
 
+def error_response(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
+                   headers: Mapping[str, str] | None = None):
+    """An OpenAI-style error (``{"error": {...}}``) as an aiohttp response."""
+    from aiohttp import web
+
+    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    return web.json_response(body, status=status, headers=dict(headers or {}))
+
+
 # -- responders -----------------------------------------------------------------------------
 
 
-class FixedResponder:
-    """Answers every request with ``text`` after ``latency_ms``; optional first-token logprobs."""
+class Responder(Protocol):
+    """What the server asks for an answer; ``async aclose()``, when present, is awaited at shutdown."""
 
-    def __init__(self, text: str = "The responses differ. [RESULT] A", latency_ms: float = 0.0,
-                 top_logprobs: Mapping[str, float] | None = None):
-        self.text = text
-        self.latency_s = float(latency_ms) / 1000.0
-        self.top_logprobs = dict(top_logprobs) if top_logprobs else None
-
-    async def respond(self, chat: ChatRequest) -> ChatReply:
-        if self.latency_s > 0:
-            await asyncio.sleep(self.latency_s)
-        top = list(self.top_logprobs.items()) if self.top_logprobs else None
-        return ChatReply(text=self.text, top_logprobs=top)
-
-
-class FunctionResponder:
-    """Wraps ``f(ChatRequest) -> str | ChatReply``, sync (run in a thread) or async."""
-
-    def __init__(self, function: Callable[[ChatRequest], Any]):
-        self.function = function
-
-    async def respond(self, chat: ChatRequest) -> ChatReply:
-        if inspect.iscoroutinefunction(self.function):
-            result = await self.function(chat)
-        else:
-            result = await asyncio.get_running_loop().run_in_executor(None, self.function, chat)
-        if inspect.isawaitable(result):
-            result = await result
-        return result if isinstance(result, ChatReply) else ChatReply(text=str(result))
+    async def respond(self, chat: ChatRequest) -> ChatReply: ...
 
 
 class GeneratorResponder:
@@ -355,188 +321,74 @@ class GeneratorResponder:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def as_responder(responder: Any) -> Any:
+def as_responder(responder: Any) -> Responder:
+    """A `Responder` as is; a generator spec (``"hf:embedded"``) as a `GeneratorResponder`."""
     if hasattr(responder, "respond"):
         return responder
     if isinstance(responder, str):
         return GeneratorResponder(responder)
-    if callable(responder):
-        return FunctionResponder(responder)
-    raise TypeError(f"not a responder: {responder!r} (need .respond(chat), a callable or a generator spec)")
+    raise TypeError(f"not a responder: {responder!r} (need .respond(chat) or a generator spec)")
 
 
-# -- faults ---------------------------------------------------------------------------------
+# -- the extension point around chat completions --------------------------------------------
 
 
 @dataclass
-class FaultContext:
-    """What a fault handler sees."""
+class ChatCall:
+    """One chat completion on its way to the responder: what a `Middleware` sees."""
 
-    request: Any  # aiohttp.web.Request
+    request: Any  # aiohttp.web.Request: headers, transport (a middleware may drop the connection)
     chat: ChatRequest
-    plan: "FaultPlan"
     server: "OpenAIServer"
-    kind: str = ""
 
 
-FaultHandler = Callable[[FaultContext], Awaitable[Any]]
-FAULT_HANDLERS: dict[str, FaultHandler] = {}
-
-
-def register_fault(name: str, handler: FaultHandler) -> None:
-    """Add (or replace) a fault kind: ``async handler(ctx) -> aiohttp.web.StreamResponse``."""
-    FAULT_HANDLERS[name] = handler
-
-
-def _error_response(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                    headers: Mapping[str, str] | None = None):
-    from aiohttp import web
-
-    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
-    return web.json_response(body, status=status, headers=dict(headers or {}))
-
-
-def _retry_after_text(seconds: float) -> str:
-    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
-
-
-async def _fault_429(ctx: FaultContext):
-    return _error_response(429, "Rate limit reached; please retry after the indicated time.", type="requests",
-                           code="rate_limit_exceeded", headers={"Retry-After": _retry_after_text(ctx.plan.retry_after)})
-
-
-async def _fault_500(ctx: FaultContext):
-    return _error_response(500, "The server had an error while processing your request.", type="server_error")
-
-
-async def _fault_503(ctx: FaultContext):
-    return _error_response(503, "The engine is currently overloaded, please try again later.", type="server_error")
-
-
-async def _fault_malformed(ctx: FaultContext):
-    from aiohttp import web
-
-    return web.Response(status=200, text='{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess',
-                        content_type="application/json")
-
-
-async def _fault_empty(ctx: FaultContext):
-    from aiohttp import web
-
-    body = completion_body(ctx.chat, ChatReply(text=""))
-    body["choices"] = []
-    return web.json_response(body)
-
-
-async def _fault_truncated(ctx: FaultContext):
-    from aiohttp import web
-
-    payload = json.dumps(completion_body(ctx.chat, ChatReply(text="this body is cut short"))).encode()
-    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-    response.content_length = len(payload)
-    await response.prepare(ctx.request)
-    await response.write(payload[: len(payload) // 2])
-    _drop_connection(ctx.request)
-    return response
-
-
-async def _fault_hang(ctx: FaultContext):
-    await asyncio.sleep(ctx.plan.hang_s)
-    return _error_response(504, "hung on purpose", type="server_error")
-
-
-async def _fault_reset(ctx: FaultContext):
-    from aiohttp import web
-
-    _drop_connection(ctx.request)
-    return web.Response(status=500)
-
-
-def _drop_connection(request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.close()
-
-
-for _name, _handler in (("429", _fault_429), ("500", _fault_500), ("503", _fault_503), ("malformed", _fault_malformed),
-                        ("empty", _fault_empty), ("truncated", _fault_truncated), ("hang", _fault_hang),
-                        ("reset", _fault_reset)):
-    register_fault(_name, _handler)
-FAULT_KINDS = tuple(FAULT_HANDLERS)
-
-
-@dataclass
-class FaultPlan:
-    """Which chat requests get which fault (see the module docstring for the order of rules)."""
-
-    rate: float = 0.0
-    kinds: Sequence[str] | Mapping[str, float] = DEFAULT_FAULTS
-    seed: int = 0
-    sequence: Sequence[str | None] = ()
-    first_attempts: int = 0
-    retry_after: float = 0.1
-    hang_s: float = 30.0
-    decide: Callable[[FaultContext], str | None] | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= float(self.rate) <= 1.0:
-            raise ValueError(f"fault rate must be within [0, 1], got {self.rate}")
-        weights = dict(self.kinds) if isinstance(self.kinds, Mapping) else {k: 1.0 for k in self.kinds}
-        named = set(weights) | {k for k in self.sequence if k is not None}
-        unknown = sorted(named - set(FAULT_HANDLERS))
-        if unknown:
-            raise ValueError(f"unknown fault kind(s) {unknown}; known: {sorted(FAULT_HANDLERS)}")
-        self._names = list(weights)
-        self._weights = [float(w) for w in weights.values()]
-        self._rng = random.Random(self.seed)
-        self._seen: Counter[str] = Counter()
-        self._picks = 0  # requests this plan has seen; `sequence` indexes them
-
-    def _choose(self) -> str | None:
-        if not self._names:
-            return None
-        return self._rng.choices(self._names, weights=self._weights, k=1)[0]
-
-    def pick(self, ctx: FaultContext) -> str | None:
-        if self.decide is not None:
-            return self.decide(ctx)
-        chat = ctx.chat
-        index, self._picks = self._picks, self._picks + 1
-        if index < len(self.sequence):
-            return self.sequence[index]
-        if self.first_attempts > 0:
-            key = json.dumps(chat.body, sort_keys=True)
-            self._seen[key] += 1
-            if self._seen[key] <= self.first_attempts:
-                return self._choose()
-        if self.rate > 0 and self._rng.random() < self.rate:
-            return self._choose()
-        return None
+#: ``answer(call)``: the server's normal answer (the responder's reply, or its `APIError`).
+Answer = Callable[[ChatCall], Awaitable[Any]]
+#: ``middleware(call, answer)``: returns ``await answer(call)`` or a response of its own.
+Middleware = Callable[[ChatCall, Answer], Awaitable[Any]]
 
 
 # -- statistics -----------------------------------------------------------------------------
 
 
 class ServerStats:
-    """Counters, updated on the server's event loop; `snapshot()` reads them consistently."""
+    """Counters, updated on the server's event loop; `snapshot()` reads them consistently.
 
-    def __init__(self, keep_bodies: int = 2000):
+    ``keep_bodies`` recent chat request bodies are kept in ``bodies`` (none by default: a
+    serving process has no use for its clients' prompts; tests pass a size to inspect them).
+    Subclasses add counters of their own and extend `snapshot()`.
+    """
+
+    def __init__(self, keep_bodies: int = 0):
         self._lock = threading.Lock()
         self.requests = 0          # every HTTP request
         self.completions = 0       # chat completion requests received
         self.served = 0            # answered normally with 200
         self.statuses: Counter[int] = Counter()
-        self.faults: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: deque[dict[str, Any]] = deque(maxlen=keep_bodies)  # recent chat request bodies
+
+    def count(self, **changes: int) -> None:
+        """Add to the named counters (``requests=1, in_flight=-1``...) and track the in-flight peak."""
+        with self._lock:
+            for name, delta in changes.items():
+                setattr(self, name, getattr(self, name) + delta)
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def status(self, status: int) -> None:
+        with self._lock:
+            self.statuses[status] += 1
+
+    def record_body(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.bodies.append(body)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "requests": self.requests, "completions": self.completions, "served": self.served,
-                "statuses": dict(self.statuses), "faults": dict(self.faults),
-                "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+                "statuses": dict(self.statuses), "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
             }
 
     def reset_peak(self) -> None:
@@ -546,19 +398,19 @@ class ServerStats:
 
 # -- the server -----------------------------------------------------------------------------
 
-
 class OpenAIServer:
     """An aiohttp server on its own event-loop thread; use as a context manager or start()/close()."""
 
     def __init__(self, responder: Any, *, host: str = "127.0.0.1", port: int = 0, models: Sequence[str] | None = None,
-                 api_key: str | None = None, faults: FaultPlan | None = None, max_body_mb: int = 64):
+                 api_key: str | None = None, max_body_mb: int = 64, middleware: Middleware | None = None,
+                 stats: ServerStats | None = None):
         self.responder = as_responder(responder)
         self.host = host
         self.port = int(port)
         self.models = list(models) if models else None
         self.api_key = api_key
-        self.faults = faults or FaultPlan()
-        self.stats = ServerStats()
+        self.middleware = middleware
+        self.stats = stats if stats is not None else ServerStats()
         self.max_body = int(max_body_mb) << 20
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -587,7 +439,7 @@ class OpenAIServer:
         if self._startup_error is not None:
             raise self._startup_error
         if not self._ready.is_set():
-            raise RuntimeError("the OpenAI-compatible test server did not start within 30 s")
+            raise RuntimeError("the OpenAI-compatible server did not start within 30 s")
         return self
 
     def _thread_main(self) -> None:
@@ -645,25 +497,15 @@ class OpenAIServer:
 
     # -- handlers --
 
-    def _count(self, **changes: int) -> None:
-        with self.stats._lock:
-            for name, delta in changes.items():
-                setattr(self.stats, name, getattr(self.stats, name) + delta)
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
-
-    def _status(self, status: int) -> None:
-        with self.stats._lock:
-            self.stats.statuses[status] += 1
-
     async def _models(self, request):
         from aiohttp import web
 
-        self._count(requests=1)
+        self.stats.count(requests=1)
         error = self._check_auth(request)
         if error is not None:
             return error
         names = self.models or ["default"]
-        self._status(200)
+        self.stats.status(200)
         return web.json_response({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "persona-eval"} for name in names
         ]})
@@ -675,13 +517,11 @@ class OpenAIServer:
         presented = header[7:] if header.startswith("Bearer ") else header
         if presented == self.api_key:
             return None
-        self._status(401)
-        return _error_response(401, f"Incorrect API key provided: {presented or '(none)'}.", code="invalid_api_key")
+        self.stats.status(401)
+        return error_response(401, f"Incorrect API key provided: {presented or '(none)'}.", code="invalid_api_key")
 
     async def _chat(self, request):
-        from aiohttp import web
-
-        self._count(requests=1, completions=1, in_flight=1)
+        self.stats.count(requests=1, completions=1, in_flight=1)
         try:
             error = self._check_auth(request)
             if error is not None:
@@ -689,102 +529,39 @@ class OpenAIServer:
             try:
                 body = await request.json()
             except ValueError:
-                self._status(400)
-                return _error_response(400, "request body is not valid JSON")
+                self.stats.status(400)
+                return error_response(400, "request body is not valid JSON")
             try:
                 chat = ChatRequest.parse(body, index=self._chat_index)
             except APIError as exc:
-                self._status(exc.status)
-                return _error_response(exc.status, exc.message, type=exc.type, code=exc.code)
+                self.stats.status(exc.status)
+                return error_response(exc.status, exc.message, type=exc.type, code=exc.code)
             self._chat_index += 1
-            with self.stats._lock:
-                self.stats.bodies.append(body)
+            self.stats.record_body(body)
             if self.models is not None and chat.model not in self.models:
-                self._status(404)
-                return _error_response(404, f"The model `{chat.model}` does not exist or you do not have access to it.",
-                                       code="model_not_found")
-            ctx = FaultContext(request=request, chat=chat, plan=self.faults, server=self)
-            kind = self.faults.pick(ctx)
-            if kind is not None:
-                handler = FAULT_HANDLERS.get(kind)
-                if handler is None:
-                    raise RuntimeError(f"fault plan chose unknown kind {kind!r}")
-                ctx.kind = kind
-                with self.stats._lock:
-                    self.stats.faults[kind] += 1
-                return await handler(ctx)
-            try:
-                reply = await self.responder.respond(chat)
-            except APIError as exc:
-                self._status(exc.status)
-                return _error_response(exc.status, exc.message, type=exc.type, code=exc.code, headers=exc.headers)
-            self._count(served=1)
-            self._status(200)
-            return web.json_response(completion_body(chat, reply))
+                self.stats.status(404)
+                return error_response(404, f"The model `{chat.model}` does not exist or you do not have access to it.",
+                                      code="model_not_found")
+            call = ChatCall(request=request, chat=chat, server=self)
+            if self.middleware is not None:
+                return await self.middleware(call, self.answer)
+            return await self.answer(call)
         finally:
-            self._count(in_flight=-1)
+            self.stats.count(in_flight=-1)
 
+    async def answer(self, call: ChatCall):
+        """The normal answer to a chat completion: the responder's reply as a 200, or its `APIError`."""
+        from aiohttp import web
 
-def serve(responder: Any, **options: Any) -> OpenAIServer:
-    """Start a server on loopback (port 0 = a free one); use it as a context manager."""
-    options.setdefault("host", "127.0.0.1")
-    return OpenAIServer(responder, **options).start()
-
-
-def _child_main(factory: Callable[..., Any], args: tuple, options: dict[str, Any], conn) -> None:
-    with serve(factory(*args), **options) as server:
-        conn.send(server.base_url)
-        while True:
-            command = conn.recv()
-            if command == "stats":
-                conn.send(server.stats.snapshot())
-            elif command == "stop":
-                break
-
-
-class ChildServer:
-    """``serve(factory(*args), **options)`` in a spawned child process, with its own GIL.
-
-    For benchmarks, where a server sharing the client's GIL would measure the two together.
-    `factory` must be importable by name in the child (a module-level function). ``stats()``
-    asks the child for its `ServerStats` snapshot.
-    """
-
-    def __init__(self, factory: Callable[..., Any], *args: Any, ready_timeout_s: float = 60.0, **options: Any):
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(factory, args, options, child), daemon=True)
-        self.process.start()
-        child.close()
+        chat = call.chat
         try:
-            if not self._conn.poll(ready_timeout_s):
-                raise RuntimeError(f"the server process did not start within {ready_timeout_s:g}s")
-            self.base_url: str = self._conn.recv()
-        except (EOFError, RuntimeError) as exc:
-            self.close()
-            raise RuntimeError(f"the server process failed to start (exit code {self.process.exitcode})") from exc
-
-    def stats(self) -> dict[str, Any]:
-        self._conn.send("stats")
-        return self._conn.recv()
-
-    def close(self) -> None:
-        try:
-            self._conn.send("stop")
-        except OSError:
-            pass
-        self.process.join(10)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-
-    def __enter__(self) -> "ChildServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+            reply = await self.responder.respond(chat)
+        except APIError as exc:
+            self.stats.status(exc.status)
+            return error_response(exc.status, exc.message, type=exc.type, code=exc.code, headers=exc.headers)
+        self.stats.count(served=1)
+        self.stats.status(200)
+        return web.json_response(completion_body(chat, reply))
 
 
 def run_server(responder: Any, *, ready: Callable[[OpenAIServer], None] | None = None, **options: Any) -> None:

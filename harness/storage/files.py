@@ -1,4 +1,12 @@
-"""Small shared helpers: stable hashing, atomic writes, cache and run folders."""
+"""Files written whole or not at all, file-name-safe slugs, and where the cache folder is.
+
+`cache_dir` is where models, indexes and the result cache live (``PERSONA_EVAL_CACHE``
+overrides the platform's user cache folder). `atomic_write_text` and `atomic_write_json`
+write a temporary file beside the target, fsync it and rename it into place, so a crash or a
+full disk never leaves a half-written result; errors name the target, not the temporary file.
+`safe_slug` turns text into a file name for run folders and index folders: no separators, no
+'..', never empty.
+"""
 
 from __future__ import annotations
 

@@ -15,11 +15,16 @@ from typing import Any, Iterator
 from persona_eval.errors import UsageError
 
 
-def read_jsonl(path: str | os.PathLike, *, repair_tail: bool = False) -> list[dict[str, Any]]:
-    return list(iter_jsonl(path, repair_tail=repair_tail))
+def read_jsonl(path: str | os.PathLike, *, repair_tail: bool = False, skip_torn_tail: bool = False) -> list[dict[str, Any]]:
+    return list(iter_jsonl(path, repair_tail=repair_tail, skip_torn_tail=skip_torn_tail))
 
 
-def iter_jsonl(path: str | os.PathLike, *, repair_tail: bool = False) -> Iterator[dict[str, Any]]:
+def iter_jsonl(path: str | os.PathLike, *, repair_tail: bool = False, skip_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+    """The records of a JSON Lines file; a malformed line is an error naming file and line.
+
+    The torn last line a crash leaves is cut off the file with `repair_tail` (a resuming
+    writer), or only passed over with `skip_torn_tail` (a reader that must not write).
+    """
     path = Path(path)
     if not path.exists():
         return
@@ -42,6 +47,8 @@ def iter_jsonl(path: str | os.PathLike, *, repair_tail: bool = False) -> Iterato
             if is_last and repair_tail:
                 with open(path, "r+b") as handle:
                     handle.truncate(good_end)
+                return
+            if is_last and skip_torn_tail:
                 return
             raise UsageError(f"malformed JSON Lines record: {exc}", where=f"{path}:{number}") from exc
         if is_last and repair_tail:

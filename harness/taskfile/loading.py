@@ -2,6 +2,16 @@
 
 YAML is read with ``yaml.safe_load`` only: a task file can never run code. Every
 validation message names the file, the line and the field.
+
+A task file may build on base files with ``include:`` (merging rules in ``include.py``). An
+error in the merged task is reported at the file and line where the offending key was written,
+in the including file or in the base that set it. A relative dataset path (``dataset.test``,
+``train``, ``fewshot`` of a task without ``hub``) resolves against the folder of the file that
+wrote that key: a base that names ``data/test.jsonl`` means the file beside the base, whichever
+folder includes it, and a task that sets the key itself means the file beside the task. Without
+``include:`` that is the task file's folder, as always. Discovery takes a YAML file for a task
+when it writes ``name`` itself and has ``dataset`` or ``include``; it skips every file and folder
+whose name starts with ``_``, which is where bases live (the paper tasks' in tasks/paper/_base/).
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import yaml
 from persona_eval.contracts.records import Example
 from persona_eval.errors import UsageError
 from persona_eval.hashing import file_hash, stable_hash
+from persona_eval.taskfile.include import INCLUDE_KEY, compose_task
+from persona_eval.taskfile.yaml_lines import _mark_file, _node_mark, _node_where
 
 DEFAULT_TASK = "demo"
 # A local copy of any hub dataset, when neither --data-dir nor the task's own variable names one.
@@ -33,53 +45,15 @@ _LOCAL_PATTERNS = (
 )
 
 
-def _node_line(root: yaml.Node | None, loc: tuple) -> int | None:
-    """The 1-based line of the YAML node at a pydantic error location (or its nearest parent)."""
-    node, line = root, (root.start_mark.line + 1 if root is not None else None)
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
-            if match is None:
-                break
-            # The key's line: a mapping value starts on the line after its key.
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read task file: {exc.strerror}", where=str(path)) from exc
-    return parse_yaml(text, path)
-
-
-def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:
-    """Safe-load YAML text and also compose its node tree (for line numbers in errors)."""
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"invalid YAML: {problem}", where=where) from exc
-    return data, root
-
-
 @dataclass
 class Task:
     spec: Any  # TaskSpec
     path: Path
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     data_dir: str | None = None  # --data-dir: a local copy of the task's hub dataset
+    # Partition -> folder its relative file path resolves against, where that is not the task's
+    # own folder (the path was written in a base file pulled in with include:).
+    data_dirs: dict[str, Path] = field(repr=False, default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -130,7 +104,7 @@ class Task:
         if value is None:
             return None
         if self.spec.dataset.hub is None:
-            return [(self.base_dir / value).resolve()]
+            return [(self.data_dirs.get(partition, self.base_dir) / value).resolve()]
         local = self.local_copy()
         if local is None:
             return None
@@ -190,7 +164,7 @@ def load_task(path: str | os.PathLike) -> Task:
     from persona_eval.taskfile.schema import TaskSpec
 
     path = Path(path)
-    data, root = _read_yaml(path)
+    data, root = compose_task(path)
     if not isinstance(data, dict):
         line = root.start_mark.line + 1 if root is not None else 1
         raise UsageError("a task file must be a YAML mapping (key: value pairs)", where=f"{path}:{line}")
@@ -200,17 +174,29 @@ def load_task(path: str | os.PathLike) -> Task:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
         dotted = ".".join(str(p) for p in loc) or "(top level)"
-        line = _node_line(root, loc)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         elif error["type"] == "missing":
             message = "required field is missing"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise UsageError(f"{dotted}: {message}{more}", where=f"{path}:{line}" if line else str(path)) from exc
-    task = Task(spec=spec, path=path.resolve(), raw=data)
+        raise UsageError(f"{dotted}: {message}{more}", where=_node_where(root, loc, path)) from exc
+    task = Task(spec=spec, path=path.resolve(), raw=data, data_dirs=_data_dirs(root, path))
     _check_templates(task, root)
     return task
+
+
+def _data_dirs(root: yaml.Node | None, path: Path) -> dict[str, Path]:
+    """The folders of the files that wrote the dataset's partitions, where not the task file's own."""
+    own = path.resolve().parent
+    folders = {}
+    for partition in ("test", "train", "fewshot"):
+        mark = _node_mark(root, ("dataset", partition), exact=True)
+        if mark is not None:
+            folder = Path(_mark_file(mark, path)).resolve().parent
+            if folder != own:
+                folders[partition] = folder
+    return folders
 
 
 def _check_templates(task: Task, root) -> None:
@@ -220,10 +206,9 @@ def _check_templates(task: Task, root) -> None:
     for role in ("test", "baseline"):
         strategy = getattr(spec.strategies, role)
         if strategy not in spec.prompts:
-            line = _node_line(root, ("strategies", role))
             raise UsageError(
                 f"strategies.{role}: unknown strategy {strategy!r}; the task's prompts define: {', '.join(sorted(spec.prompts))}",
-                where=f"{task.path}:{line}",
+                where=_template_where(task, root, ("strategies", role)),
             )
     templates = {("prompts", k): v for k, v in spec.prompts.items()}
     templates[("response_prefix",)] = spec.response_prefix
@@ -233,8 +218,15 @@ def _check_templates(task: Task, root) -> None:
         try:
             compile_template(template)
         except UsageError as exc:
-            line = _node_line(root, loc)
-            raise UsageError(f"{'.'.join(loc)}: {exc}", where=f"{task.path}:{line}") from exc
+            raise UsageError(f"{'.'.join(loc)}: {exc}", where=_template_where(task, root, loc)) from exc
+
+
+def _template_where(task: Task, root, loc: tuple) -> str:
+    # These messages have always named the file by its absolute path; a base's the same way.
+    mark = _node_mark(root, loc)
+    if mark is None:
+        return str(task.path)
+    return f"{Path(_mark_file(mark, task.path)).resolve()}:{mark.line + 1}"
 
 
 def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -402,11 +394,15 @@ def discover_tasks(include_paths: list[str] | None = None) -> dict[str, Path]:
         if not root.exists():
             continue
         for yaml_path in sorted(root.rglob("*.yaml")):
+            # Bases for include: live in _-named files or folders; they are parts of tasks, not tasks.
+            if any(part.startswith("_") for part in yaml_path.relative_to(root).parts):
+                continue
             try:
                 data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
             except (yaml.YAMLError, OSError, UnicodeDecodeError):
                 continue
-            if isinstance(data, dict) and isinstance(data.get("name"), str) and "dataset" in data:
+            # The name must be the file's own; the dataset may come from a base.
+            if isinstance(data, dict) and isinstance(data.get("name"), str) and ("dataset" in data or INCLUDE_KEY in data):
                 found.setdefault(data["name"], yaml_path)
     return found
 

@@ -232,15 +232,14 @@ def _personas(files: list[Released], count: int) -> tuple[dict[str, list[str]], 
 
 
 def _packaged_task(slug: str) -> tuple[str, dict[str, Any]]:
-    import yaml
-
-    from persona_eval.taskfile.loading import discover_tasks
+    """The packaged paper task's name and its settings, with its `include:` bases merged in."""
+    from persona_eval.taskfile.loading import discover_tasks, load_task
 
     name = PACKAGED.get(slug, "pe_beavertails")
     tasks = discover_tasks()
     if name not in tasks:
         raise UsageError(f"the packaged task {name!r} is not installed; reinstall persona-eval")
-    return name, yaml.safe_load(tasks[name].read_text(encoding="utf-8"))
+    return name, load_task(tasks[name]).raw
 
 
 def _task_yaml(task_name: str, slug: str, folder: Path, columns: dict[str, list[str]], count: int,

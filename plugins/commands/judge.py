@@ -1,7 +1,7 @@
 """The `persona-eval judge RUN_DIR` command: re-judge a finished run's generations.
 
 Nothing is regenerated. The judgments, config and results go to
-``RUN_DIR/judge-<judges>-<model>-<hash>/`` (see `persona_eval.pipeline.judge`), so the run's
+``RUN_DIR/judge-<judges>-<model>-<hash>/`` (see `persona_eval.pipeline.run.rejudge`), so the run's
 own ``results.json`` stays as it was and each judge set keeps its own folder.
 """
 
@@ -31,7 +31,7 @@ def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_ca
     from persona_eval.contracts.model_spec import parse_options
     from persona_eval.display.quiet import quiet_library_progress
     from persona_eval.display.report import emit_results
-    from persona_eval.pipeline.judge import rejudge
+    from persona_eval.pipeline.run import rejudge
 
     if quiet:
         quiet_library_progress()

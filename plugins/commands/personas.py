@@ -67,7 +67,7 @@ def personas_records(task_name, split, source_name, source_options, limit, inclu
 
 @hookimpl
 def register_commands(cli):
-    from persona_eval.cli import persona_options, persona_source_choice
+    from persona_eval.cli_options import persona_options, persona_source_choice
 
     @cli.command(name="personas")
     @click.option("--task", "task", default=None, help="Task name or YAML path (default: demo).")

@@ -1,11 +1,11 @@
 """What the local generator backends (`hf`, `vllm`, `gguf`) share when they read a spec.
 
-Where a model name points (``embedded`` is the bundled SmolLM2 copy), the check of an
-adapter folder, the type check of options handed straight to an engine, the importing of
-an optional engine with an install hint, the arguments every OpenAI-style sampler takes
-(`max_tokens`, `temperature`, a seed when sampling), and the quiet switch for transformers'
-progress bars. Each backend keeps its own option names, defaults and identity; this
-module holds only logic that was written out the same way in several of them.
+Where a model name points (``embedded`` is the bundled SmolLM2 copy), the check of an adapter
+folder, the type check of options handed straight to an engine, the importing of an optional
+engine with an install hint, and the arguments every OpenAI-style sampler takes (`max_tokens`,
+`temperature`, a seed when sampling). Each backend keeps its own option names, defaults and
+identity; this module holds only logic written out the same way in several of them. Seeded
+sampling is in `sampling`; the quiet switch for transformers' bars in `persona_eval.display.quiet`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def engine_class(module: str, name: str, install_hint: str):
 def sampler_kwargs(params: GenParams, request_seed: int | None = None) -> dict[str, Any]:
     """`max_tokens` and `temperature`, and at temperature above zero the seed.
 
-    A per-request seed (see `hf.request_seed`) keeps a sample independent of the other
+    A per-request seed (see `sampling.request_seed`) keeps a sample independent of the other
     requests in flight; without one the run's seed is used. Temperature 0 is greedy and
     takes no seed, so greedy arguments do not vary with it.
     """

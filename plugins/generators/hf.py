@@ -1,18 +1,12 @@
 """The `hf` generator: Hugging Face transformers, batched, left-padded, chat templates.
 
-Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR]
-[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]
-[,threads=auto|N]``.
-``hf:embedded`` is the embedded SmolLM2-135M-Instruct. Requests are grouped by
-generation parameters and sorted by length so each batch pads little; batch_size=auto
-halves on out-of-memory. Greedy unless the temperature is above zero; sampling draws
-each request's tokens from its own generator seeded by (seed, rendered input), so a
-sampled answer does not depend on which other requests share its batch. On CPU,
-threads=auto fits torch's thread count to the CPUs other processes leave free (see
-`torch_threads`); the count changes speed only, so it is not part of the identity.
-
-Also home to the helpers other local-weights backends share: `weights_fingerprint`
-and `model_revision` (what goes into an identity), and `render_request`.
+Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR][,batch_size=8|auto]
+[,revision=REV][,chat_template=true|false][,merge_adapter=true][,threads=auto|N]``; ``hf:embedded``
+is the embedded SmolLM2-135M-Instruct. Requests are grouped by generation parameters and sorted by
+length so each batch pads little; batch_size=auto halves on out-of-memory. Greedy unless the
+temperature is above zero; then each request samples from its own seeded generator (`sampling`),
+whatever its batch mates. On CPU, threads=auto fits torch's thread count to the CPUs other processes
+leave free (`torch_threads`); the count changes speed only, so it is not part of the identity.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
-"""The `hf` generator: Hugging Face transformers, batched, left-padded, chat templates.
+"""Seeded sampling for the local backends (`hf`, `vllm`, `gguf`), and the answer-choice tokens.
 
-Spec: ``hf:NAME_OR_PATH[,dtype=bfloat16][,device=cpu|cuda|auto][,adapter=DIR]
-[,batch_size=8|auto][,revision=REV][,chat_template=true|false][,merge_adapter=true]
-[,threads=auto|N]``.
-``hf:embedded`` is the embedded SmolLM2-135M-Instruct. Requests are grouped by
-generation parameters and sorted by length so each batch pads little; batch_size=auto
-halves on out-of-memory. Greedy unless the temperature is above zero; sampling draws
-each request's tokens from its own generator seeded by (seed, rendered input), so a
-sampled answer does not depend on which other requests share its batch. On CPU,
-threads=auto fits torch's thread count to the CPUs other processes leave free (see
-`torch_threads`); the count changes speed only, so it is not part of the identity.
-
-Also home to the helpers other local-weights backends share: `weights_fingerprint`
-and `model_revision` (what goes into an identity), and `render_request`.
+`request_seed` derives a request's sampling seed from the run's seed and the exact rendered
+input, nothing else, so a sampled answer does not depend on which other requests share its
+batch. `make_seeded_sampler` is the `hf` backend's logits processor that draws each row from
+its own generator seeded that way. `choice_token_ids` gives the first token of each answer
+choice, bare and after a space, for `choice_probs` in `hf` and `vllm`.
 """
 
 from __future__ import annotations

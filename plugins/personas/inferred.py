@@ -1,18 +1,11 @@
-"""Persona inference (PI): abduce why a user preferred one response, on any generator backend.
+"""The `inferred` persona source: each test item's persona, inferred at test time by a PI model.
 
-For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user
-would prefer the chosen response; the *rejected persona* is the same question with the
-responses swapped. Here live:
-
-- the few-shot prompt (our own wording; exemplars from a YAML/JSONL file, defaults in
-  ``data/pi_exemplars.yaml``) and its hash;
-- post-processing: first sentence, normalisation, the "The user is ... and prefers ..."
-  format check, a protected-attribute screen and an adversarial (harm-seeking) flag;
-- `PersonaInferrer`: batched, cached inference through `stages.cached_map`, re-asking a
-  persona that fails the format or the screen and dropping it after the last attempt;
-- `infer_file`: the `persona-eval infer` pipeline (record-by-record JSON Lines output that
-  resumes after a crash, a dropped-items file, a summary, optional Parquet / hub push);
-- the `inferred` persona source, which infers each test item's persona at test time.
+The PI model is ``--pi-model SPEC`` (or ``persona_source_options: {model: SPEC}`` in the task), on
+any generator backend; inference runs through `persona_eval.persona_inference.inference`. The
+chosen split gets the chosen persona, the rejected split the rejected persona (the responses
+swapped). A persona that still fails the format or protected-attribute screen after the re-asks
+is used as its best candidate with ``status: dropped`` (``on_invalid=keep``, the default) or
+stops the run (``on_invalid=error``).
 """
 
 from __future__ import annotations

