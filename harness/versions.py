@@ -8,10 +8,7 @@ names from the installed metadata (None for one that is missing); a run records 
 
 from __future__ import annotations
 
-import logging
 from typing import Sequence
-
-logger = logging.getLogger("persona_eval.pipeline")
 
 # This package's version (also `persona_eval.__version__`); kept here, at the bottom of the
 # import graph, so any module can name it without importing the package's lazy entry points.

@@ -8,13 +8,10 @@ unless asked otherwise.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
 from persona_eval.errors import RunError, UsageError
-
-logger = logging.getLogger("persona_eval.persona_inference")
 
 
 def write_parquet(jsonl_path: Path, parquet_path: Path) -> int:

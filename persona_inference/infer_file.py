@@ -9,7 +9,6 @@ push are in `export`.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,6 @@ from persona_eval.contracts.records import GenParams
 from persona_eval.errors import UsageError
 from persona_eval.persona_inference.inference import PersonaInferrer, pair_jobs
 from persona_eval.persona_inference.prompt import load_exemplars
-
-logger = logging.getLogger("persona_eval.persona_inference")
 
 
 def sidecar_path(output: Path, name: str) -> Path:

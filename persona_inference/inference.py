@@ -10,7 +10,6 @@ attempts, flags and raw outputs of each.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -33,14 +32,7 @@ from persona_eval.persona_inference.screening import (
     screen_protected,
 )
 
-logger = logging.getLogger("persona_eval.persona_inference")
-
-
 STAGE = "persona_inference"
-
-
-
-
 
 
 @dataclass

@@ -10,7 +10,6 @@ default ``data/pi_exemplars.yaml``), each persona checked against the persona fo
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,7 @@ from persona_eval.errors import UsageError
 from persona_eval.hashing import stable_hash
 from persona_eval.persona_inference.screening import format_problem
 
-logger = logging.getLogger("persona_eval.persona_inference")
-
-
 DEFAULT_EXEMPLARS = Path(__file__).resolve().parent / "data" / "pi_exemplars.yaml"
-
-
 
 
 SYSTEM_PROMPT = (

@@ -9,11 +9,7 @@ flags a harm-seeking persona; the flag is recorded, the persona is not dropped f
 
 from __future__ import annotations
 
-import logging
 import re
-
-logger = logging.getLogger("persona_eval.persona_inference")
-
 
 PERSONA_PREFIX = "The user is"
 

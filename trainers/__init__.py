@@ -1,7 +1,8 @@
 """PT_sft, PT_dpo and the baseline DPO: LoRA adapters trained with TRL + PEFT.
 
 `config` (hyper-parameters, paper defaults, YAML/TOML files), `data` (SFT/DPO rows rendered
-exactly as evaluation renders them), `common` (the shared driver), `sft` and `dpo` (the TRL
-trainers; runnable with ``accelerate launch -m``), `outputs` (adapter folder, metadata, card).
-The command is `persona-eval train sft|dpo` (plugins/train_command.py).
+exactly as evaluation renders them), `common` (the shared driver), `builders` (TRL's
+SFTTrainer and DPOTrainer, set up per kind), `outputs` (adapter folder, metadata, card),
+`commands` (`persona-eval train sft|dpo`, registered by `persona_eval.plugins.commands.train`);
+`sft` and `dpo` are the ``python -m`` / ``accelerate launch -m`` entry points.
 """

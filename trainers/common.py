@@ -23,7 +23,6 @@ This module imports torch, transformers, TRL and PEFT at import time: import it 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -38,8 +37,6 @@ from transformers import TrainerCallback
 from persona_eval.errors import RunError, UsageError
 from persona_eval.trainers.config import TrainConfig
 from persona_eval.trainers.data import KINDS, PERSONA_MODES, TrainingData, build_training_data
-
-logger = logging.getLogger("persona_eval.trainers")
 
 HF_BACKENDS = ("hf", "transformers", "huggingface")
 CHECKPOINTS = "checkpoints"

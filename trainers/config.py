@@ -85,13 +85,10 @@ def load_config(path: str | Path | None) -> TrainConfig:
     """The config in a YAML (.yaml/.yml) or TOML (.toml) file, or the defaults when path is None."""
     if path is None:
         return TrainConfig()
+    from persona_eval.taskfile.yaml_lines import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read config file: {exc.strerror}", where=str(path)) from exc
+    text = read_text(path, "config file")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         data, locate = _parse_yaml(text, path)

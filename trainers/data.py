@@ -2,7 +2,7 @@
 
 The model input of every row is made by the evaluation path itself: the task's prompt
 template through `persona_eval.rendering.prompts.render_input`, wrapped in a `GenRequest` the way
-the runner builds one (task system prompt and response prefix), then through the chat
+the generate stage builds one (task system prompt and response prefix), then through the chat
 template with `persona_eval.rendering.chat.render_request`, the function the `hf` generator
 calls. So a model trained here sees, token for token, what `persona-eval run` feeds it.
 

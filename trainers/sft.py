@@ -2,7 +2,7 @@
 
 The same options and errors as ``persona-eval train sft`` (`trainers.commands.run_module`), for
 several GPUs: ``accelerate launch -m persona_eval.trainers.sft --task T --base-model M --output DIR``.
-Rows are the rendered evaluation input and the preferred response (`trainers.data`); the trainer
+Rows pair the rendered evaluation input with the response to learn (`trainers.data`); the trainer
 is built in `trainers.builders` and driven by `trainers.common`.
 """
 

@@ -19,7 +19,7 @@ __all__ = ['Generator', 'Judge', 'PersonaSource', 'Retriever']
 class Generator(abc.ABC):
     """Produces text for a batch of requests."""
 
-    #: How many requests the runner should hand over at once (progress granularity).
+    #: How many requests the generate stage hands over at once (progress granularity).
     preferred_batch_size: int = 8
 
     #: How many `generate` calls may run at once from different threads (after a first call

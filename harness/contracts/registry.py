@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from persona_eval.errors import RunError, UnknownNameError, UsageError, plugin_call
 
-logger = logging.getLogger("persona_eval.contracts.registry")
+logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 

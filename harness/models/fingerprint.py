@@ -20,7 +20,7 @@ from persona_eval.errors import UsageError
 from persona_eval.hashing import file_hash, stable_hash
 from persona_eval.storage.files import cache_dir
 
-logger = logging.getLogger("persona_eval.hf")
+logger = logging.getLogger(__name__)
 
 
 # Everything in a model folder that changes what comes out: weights, config, and the

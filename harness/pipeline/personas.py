@@ -14,7 +14,7 @@ from persona_eval.contracts.factories import build_persona_source
 from persona_eval.contracts.records import Example, Persona
 from persona_eval.errors import RunError, UsageError, plugin_call
 
-logger = logging.getLogger("persona_eval.pipeline")
+logger = logging.getLogger(__name__)
 
 
 def test_examples(task, limit: int | None) -> list[Example]:

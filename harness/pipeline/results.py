@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from persona_eval.versions import __version__
 
-logger = logging.getLogger("persona_eval.pipeline")
+logger = logging.getLogger(__name__)
 
 RESULTS_SCHEMA = "persona-eval/results@1"
 

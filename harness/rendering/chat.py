@@ -9,11 +9,7 @@ turn gets the system text folded into the user turn.
 
 from __future__ import annotations
 
-import logging
-
 from persona_eval.contracts.records import GenRequest
-
-logger = logging.getLogger("persona_eval.hf")
 
 
 def render_request(tokenizer, request: GenRequest, use_chat_template: bool = True) -> tuple[str, bool]:

@@ -1,6 +1,6 @@
 """Rendering model inputs: the generation strategies of the paper, one function for all users.
 
-Strategies are Jinja templates declared per task (defaults in `taskspec.DEFAULT_PROMPTS`):
+Strategies are Jinja templates declared per task (defaults in `taskfile.schema.DEFAULT_PROMPTS`):
 ``baseline`` (prompt only), ``inline`` (persona appended in the first person, how a model
 never trained with personas sees one), ``pt`` (prompt + persona fields) and ``pt_fs``
 (``pt`` after k exemplars). Evaluation and training both call `render_input`, so the

@@ -45,7 +45,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
-logger = logging.getLogger("persona_eval.serving.openai_server")
+logger = logging.getLogger(__name__)
 
 
 class APIError(Exception):

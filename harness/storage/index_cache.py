@@ -23,7 +23,7 @@ from persona_eval.contracts.interfaces import Retriever
 from persona_eval.hashing import stable_hash
 from persona_eval.storage.files import cache_dir, safe_slug
 
-logger = logging.getLogger("persona_eval.retrievers")
+logger = logging.getLogger(__name__)
 
 
 INDEX_FORMAT = 1

@@ -57,14 +57,18 @@ def _mark_file(mark: yaml.Mark, path: Path | str) -> str:
     return mark.name if mark.name and not mark.name.startswith("<") else str(path)
 
 
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+def read_text(path: Path, what: str = "task file") -> str:
+    """A whole UTF-8 file; an unreadable or non-UTF-8 file is one line naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path)) from exc
     except OSError as exc:
-        raise UsageError(f"cannot read task file: {exc.strerror}", where=str(path)) from exc
-    return parse_yaml(text, path)
+        raise UsageError(f"cannot read {what}: {exc.strerror}", where=str(path)) from exc
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    return parse_yaml(read_text(path), path)
 
 
 def parse_yaml(text: str, path: Path | str) -> tuple[Any, yaml.Node | None]:

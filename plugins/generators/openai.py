@@ -12,7 +12,7 @@ Spec: ``openai:MODEL[,base_url=http://127.0.0.1:8000/v1][,max_concurrency=32][,t
   ``max_concurrency`` requests in flight, on an asyncio loop in a background thread (one
   aiohttp ClientSession, connections reused across batches; httpx's async pool was ~6x
   slower at 32 concurrent requests on loopback). `preferred_batch_size` is
-  4 x max_concurrency so the runner hands over big batches.
+  4 x max_concurrency so the generate stage hands over big batches.
 - Retries (up to ``max_retries``, exponential backoff ``backoff * 2**n`` capped at
   ``backoff_max``, with jitter) on 429 (its Retry-After / retry-after-ms is honoured),
   408/409/5xx, timeouts (``timeout`` per attempt), connection errors, truncated bodies,
@@ -60,7 +60,7 @@ from persona_eval.lazy_import import LazyModule
 
 asyncio = LazyModule("asyncio")  # imported on first use: `persona-eval --help` imports this module
 
-logger = logging.getLogger("persona_eval.openai")
+logger = logging.getLogger(__name__)
 
 PREFILL_MODES = ("assistant", "continue", "append")
 RETRY_STATUSES = {408, 409, 429}

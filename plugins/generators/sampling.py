@@ -9,12 +9,9 @@ choice, bare and after a space, for `choice_probs` in `hf` and `vllm`.
 
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 from persona_eval.hashing import stable_hash
-
-logger = logging.getLogger("persona_eval.hf")
 
 
 def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[list[int]]:

@@ -12,7 +12,6 @@ to vLLM's arguments, so the mapping is tested on machines without vllm.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,8 +27,6 @@ from persona_eval.plugins.generators.common import (
     model_location,
     sampler_kwargs,
 )
-
-logger = logging.getLogger("persona_eval.vllm")
 
 INSTALL_HINT = "the vllm backend needs vLLM and a CUDA GPU: pip install 'persona-eval[vllm]'"
 

@@ -22,7 +22,7 @@ from persona_eval.contracts.records import GenParams, GenRequest, GenResult, Pai
 from persona_eval.hashing import stable_hash
 from persona_eval.plugins.judges.pairwise import Asking, PairwiseJudge, reask_params
 
-logger = logging.getLogger("persona_eval.gpt4o_judge")
+logger = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
     "You are a careful, impartial evaluator. You compare two responses to the same request "

@@ -18,7 +18,7 @@ from persona_eval.contracts.records import GenParams, GenRequest, PairRequest
 from persona_eval.hashing import stable_hash
 from persona_eval.plugins.judges.pairwise import Asking, PairwiseJudge, reask_params
 
-logger = logging.getLogger("persona_eval.prometheus")
+logger = logging.getLogger(__name__)
 
 _RESULT_MARK = re.compile(r"\[RESULT\]", re.IGNORECASE)
 _NO_RESULT = "no [RESULT] A/B verdict at the end of the judge output"

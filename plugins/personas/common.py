@@ -7,12 +7,8 @@ the source of that test item's persona.
 
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
-
-logger = logging.getLogger("persona_eval.personas_retrieved")
-
 
 _SPACE = re.compile(r"\s+")
 

@@ -20,7 +20,7 @@ from persona_eval.errors import RunError, UsageError
 from persona_eval.persona_inference.inference import PersonaInferrer, pair_jobs
 from persona_eval.persona_inference.prompt import load_exemplars
 
-logger = logging.getLogger("persona_eval.persona_inference")
+logger = logging.getLogger(__name__)
 
 
 class InferredPersonas(PersonaSource):

@@ -22,7 +22,7 @@ from persona_eval.errors import RunError, UsageError
 from persona_eval.hashing import stable_hash
 from persona_eval.plugins.personas.common import normalize_prompt
 
-logger = logging.getLogger("persona_eval.personas_retrieved")
+logger = logging.getLogger(__name__)
 
 
 TRAIN_PARTITION = "train"

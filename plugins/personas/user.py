@@ -11,7 +11,7 @@ Either one persona for every item (``--persona "The user is ..."``) or a file
 
 Items without a persona are an error listing the first few ids, unless
 ``on_missing="skip"`` (``--on-missing skip``): then their Persona has ``text=None`` and
-the runner leaves those items out of the run and records which.
+the persona stage leaves those items out of the run and records which.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from persona_eval.contracts.records import Example, Persona
 from persona_eval.errors import UsageError
 from persona_eval.hashing import file_hash, text_hash
 
-logger = logging.getLogger("persona_eval.personas_user")
+logger = logging.getLogger(__name__)
 
 ON_MISSING = ("error", "skip")
 ID_KEYS = ("id", "item_id")

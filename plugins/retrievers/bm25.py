@@ -10,14 +10,11 @@ own format; the identity names the bm25s and PyStemmer versions.
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 from persona_eval.errors import RunError, UsageError
 from persona_eval.plugins.retrievers.common import IndexedRetriever, _version, np
-
-logger = logging.getLogger("persona_eval.retrievers")
 
 
 class BM25Retriever(IndexedRetriever):

@@ -11,15 +11,12 @@ token match; the saved index is every document's token embeddings and their offs
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from persona_eval.errors import RunError, UsageError
 from persona_eval.plugins.retrievers.common import IndexedRetriever, _version, load_sentence_transformer, np
-
-logger = logging.getLogger("persona_eval.retrievers")
 
 # Version notes (from the packages' metadata, June 2026):
 # - pylate 1.6.0 pins sentence-transformers==5.3.0 and transformers>=4.41,<=5.3.0 and needs

@@ -10,7 +10,6 @@ Hugging Face cache, then (unless ``HF_HUB_OFFLINE``) the hub, with one clear err
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +17,6 @@ from typing import Sequence
 from persona_eval.contracts.interfaces import Retriever
 from persona_eval.errors import RunError, UsageError
 from persona_eval.lazy_import import LazyModule
-
-logger = logging.getLogger("persona_eval.retrievers")
-
 
 np = LazyModule("numpy")  # imported on first use: `persona-eval --help` imports this module
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from persona_eval.errors import RunError, UsageError
 from persona_eval.plugins.retrievers.common import IndexedRetriever, _version, load_sentence_transformer, np
 
-logger = logging.getLogger("persona_eval.retrievers")
+logger = logging.getLogger(__name__)
 
 
 DEFAULT_DENSE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
