@@ -20,6 +20,10 @@ def _setup_logging(verbose: bool) -> None:
     from rich.console import Console
     from rich.logging import RichHandler
 
+    from persona_eval.display.quiet import set_quiet
+
+    # Each invocation starts loud: the --quiet of an earlier one in the same process (tests, CliRunner) must not linger.
+    set_quiet(False)
     # Logs go to stderr: stdout carries results (`run --json | jq ...`).
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

@@ -2,8 +2,9 @@
 
 A leaderboard puts side by side only results that are comparable: the same task hash,
 judge identity, baseline (model, identity, strategy) and persona source. Each row is a
-test model and strategy, with dPQ, P and Q win rates (all with 95% intervals) on the
-chosen and rejected splits and the rejected - chosen gap, the hard-benchmark column.
+test model and strategy, with dPQ, the probability-weighted dPQ, P and Q win rates (all
+with 95% intervals) on the chosen and rejected splits and the rejected - chosen gap, the
+hard-benchmark column. Rows are sorted by dPQ or by the weighted dPQ (``sort_by``).
 
     build.py     results.json files / run directories -> leaderboard JSON (schema-checked)
     render.py    leaderboard JSON -> a rich terminal table, or one static HTML page
@@ -27,6 +28,13 @@ SCHEMA_ID = "persona-eval/leaderboard@1"
 SCHEMA_VERSION = 1
 HERE = Path(__file__).resolve().parent
 SPLIT_ORDER = ("rejected", "chosen")
+# What rows may be sorted by -> how the page and the terminal name it.
+SORT_METRICS = {"dpq": "dPQ", "weighted_dpq": "weighted dPQ"}
+
+
+def sort_by_of(doc: dict[str, Any]) -> str:
+    """The metric a leaderboard's rows are sorted by; files from before ``sort_by`` used dPQ."""
+    return doc.get("sort_by") or "dpq"
 
 
 def schema_path(version: int = SCHEMA_VERSION) -> Path:
@@ -58,7 +66,7 @@ def _semantic_errors(doc: dict[str, Any]) -> list[str]:
             seen[key] = r
             splits = row.get("splits", {})
             for split, result in splits.items():
-                intervals = [("dpq_ci95", result.get("dpq_ci95"))] + [
+                intervals = [("dpq_ci95", result.get("dpq_ci95")), ("weighted_dpq_ci95", result.get("weighted_dpq_ci95"))] + [
                     (f"{c}.win_rate_ci95", result.get(c, {}).get("win_rate_ci95")) for c in ("personalization", "quality")
                 ]
                 for name, ci in intervals:

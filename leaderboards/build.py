@@ -6,6 +6,10 @@ and identity). Anything else is refused with an error naming the file and the fi
 field that differs, unless ``allow_mixed``, which puts each comparable set in its own
 group (a separate table on the page). The document is validated against the schema
 before it is written, and written atomically.
+
+Each split result carries the paper's dPQ and, beside it, the probability-weighted dPQ
+(``weighted_dpq``, from the judge's P(A); null for results without one, such as runs from
+before it existed). Rows are sorted by one of the two (``sort_by``, default ``dpq``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from persona_eval.hashing import stable_hash
 from persona_eval.storage.files import atomic_write_json
 from persona_eval.versions import __version__
 
-from . import SCHEMA_ID, SCHEMA_VERSION, SPLIT_ORDER, validate
+from . import SCHEMA_ID, SCHEMA_VERSION, SORT_METRICS, SPLIT_ORDER, validate
 
 # (field, what it is): the comparability key, in the order differences are reported.
 COMPARABILITY_FIELDS: tuple[tuple[str, str], ...] = (
@@ -167,9 +171,13 @@ def _link(path: Path, base: Path | None) -> str:
 
 def _split_result(path: Path, results: dict[str, Any], base: Path | None) -> dict[str, Any]:
     metrics = results["metrics"]
+    weighted = metrics.get("weighted") if isinstance(metrics.get("weighted"), dict) else {}
     return {
         "dpq": metrics["dpq"],
         "dpq_ci95": metrics["dpq_ci95"],
+        # Results written before the weighted preference existed have none: null, never 0.
+        "weighted_dpq": weighted.get("dpq"),
+        "weighted_dpq_ci95": weighted.get("dpq_ci95"),
         "items": metrics["items"],
         "personalization": _criterion(metrics["criteria"]["personalization"]),
         "quality": _criterion(metrics["criteria"]["quality"]),
@@ -199,18 +207,28 @@ def _examples(path: Path, split: str, wanted: int) -> list[dict[str, Any]]:
     return out
 
 
-def _sort_value(row: dict[str, Any], split: str) -> float | None:
+def _sort_value(row: dict[str, Any], split: str, by: str = "dpq") -> float | None:
     result = row["splits"].get(split)
-    return None if result is None else result["dpq"]
+    return None if result is None else result.get(by)
 
 
-def sort_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best rejected-split dPQ first, then best chosen-split dPQ; undefined values last."""
+def check_sort_by(by: str) -> str:
+    if by not in SORT_METRICS:
+        raise UsageError(f"cannot sort by {by!r}: choose one of {', '.join(SORT_METRICS)}")
+    return by
+
+
+def sort_rows(rows: Iterable[dict[str, Any]], by: str = "dpq") -> list[dict[str, Any]]:
+    """Best rejected-split value of ``by`` first, then best chosen-split value; undefined values last.
+
+    ``by`` is ``dpq`` (the paper's metric) or ``weighted_dpq`` (the probability-weighted one).
+    """
+    check_sort_by(by)
 
     def key(row):
         values = []
         for split in SPLIT_ORDER:
-            value = _sort_value(row, split)
+            value = _sort_value(row, split, by)
             values += [value is None, -(value or 0.0)]
         return (*values, row["model"], row["strategy"])
 
@@ -222,7 +240,7 @@ def _split_rank(split: str) -> tuple[int, str]:
     return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
 
 
-def _group(members: list[tuple[Path, dict[str, Any]]], base: Path | None, examples: int) -> dict[str, Any]:
+def _group(members: list[tuple[Path, dict[str, Any]]], base: Path | None, examples: int, sort_by: str) -> dict[str, Any]:
     first_path, first = members[0]
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     sources: dict[tuple[str, str, str], Path] = {}
@@ -254,6 +272,7 @@ def _group(members: list[tuple[Path, dict[str, Any]]], base: Path | None, exampl
                 example_keys.add((example["split"], example["item_id"]))
                 example_list.append(example)
     for row in rows.values():
+        # The gap is the paper's (rejected dPQ - chosen dPQ) whatever the rows are sorted by.
         chosen, rejected = _sort_value(row, "chosen"), _sort_value(row, "rejected")
         row["gap"] = None if chosen is None or rejected is None else rejected - chosen
         row["splits"] = {s: row["splits"][s] for s in sorted(row["splits"], key=_split_rank)}
@@ -271,7 +290,7 @@ def _group(members: list[tuple[Path, dict[str, Any]]], base: Path | None, exampl
             "identity": identity,
             "retriever": retriever if isinstance(retriever, dict) else None,
         },
-        "rows": sort_rows(rows.values()),
+        "rows": sort_rows(rows.values(), sort_by),
     }
     if example_list:
         group["examples"] = sorted(example_list, key=lambda e: _split_rank(e["split"]))
@@ -291,11 +310,14 @@ def build_leaderboard(
     base: str | os.PathLike | None = None,
     examples: int = 2,
     title: str | None = None,
+    sort_by: str = "dpq",
 ) -> dict[str, Any]:
     """Read, check and group results into a validated leaderboard document.
 
     ``base`` is the folder of the leaderboard file: row links are made relative to it.
+    ``sort_by`` (``dpq`` or ``weighted_dpq``) orders the rows and is recorded in the document.
     """
+    check_sort_by(sort_by)
     paths = results_files(inputs)
     if not paths:
         raise UsageError("no results given")
@@ -313,10 +335,11 @@ def build_leaderboard(
         "generated": _generated(),
         "persona_eval_version": __version__,
         "mixed": allow_mixed,
+        "sort_by": sort_by,
     }
     if title:
         doc["title"] = title
-    doc["groups"] = [_group(members, base_path, examples) for members in groups.values()]
+    doc["groups"] = [_group(members, base_path, examples, sort_by) for members in groups.values()]
     validate(doc, where="the built leaderboard")
     return doc
 

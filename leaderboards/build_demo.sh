@@ -21,7 +21,9 @@ for strategy in pt inline; do
     dirs+=("$dir")
   done
 done
-persona-eval leaderboard build "${dirs[@]}" -o leaderboards/demo.json \
+# The embedded judge ties every pair (the paper's dPQ is undefined), so the demo board is
+# sorted by the probability-weighted dPQ, which its P(A) still gives.
+persona-eval leaderboard build "${dirs[@]}" -o leaderboards/demo.json --sort weighted_dpq \
   --title "persona-eval demo: SmolLM2-135M judged by itself (smoke test, not a benchmark)"
 persona-eval leaderboard show leaderboards/demo.json
 persona-eval leaderboard render leaderboards/demo.json -o runs/demo-leaderboard-site

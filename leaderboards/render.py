@@ -5,6 +5,9 @@ Content-Security-Policy that allows only those two inline blocks (by their SHA-2
 the page can fetch nothing and a string that slipped through unescaped could not run.
 Every string from results goes through Jinja2 autoescaping; links are kept only when
 they are relative paths or http(s) URLs.
+
+Both show the paper's dPQ and the probability-weighted dPQ with their intervals, rows in
+the order of the leaderboard's ``sort_by`` (and say which), and the chart plots that metric.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from urllib.parse import quote, urlsplit
 from persona_eval.errors import UsageError
 from persona_eval.storage.files import atomic_write_text
 
-from . import HERE, SPLIT_ORDER
+from . import HERE, SORT_METRICS, SPLIT_ORDER, sort_by_of
 from .build import sort_rows
 
 TEMPLATES = HERE / "templates"
@@ -67,56 +70,77 @@ def splits_of(doc_or_group: dict[str, Any]) -> list[str]:
 # -- terminal ------------------------------------------------------------------------------
 
 
+def _short_ci(ci: list[float] | None) -> str:
+    """A narrow interval for the terminal: whole points, or tenths where both ends are near 0."""
+    if not ci:
+        return "-"
+    digits = 1 if max(abs(ci[0]), abs(ci[1])) < 10 else 0
+
+    def end(value: float) -> str:
+        return f"{(value if round(value, digits) else 0.0):+.{digits}f}"  # never "-0"
+
+    return f"[{end(ci[0])},{end(ci[1])}]"
+
+
 def show_leaderboard(doc: dict[str, Any], console=None) -> None:
-    """Rich tables, one per group, rows sorted by rejected-split dPQ."""
+    """Rich tables, one per group, rows sorted by the rejected-split value of the leaderboard's ``sort_by``."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = console or Console()
+    by = sort_by_of(doc)
     if doc.get("title"):
         console.print(Text(doc["title"], style="bold"))
+    console.print(Text(f"rows sorted by {SORT_METRICS[by]} (rejected split, then chosen)"))
     for group in doc["groups"]:
         task, judges, baseline, source = group["task"], group["judges"], group["baseline"], group["persona_source"]
         title = (
             f"task {task['name']} v{task['version']} ({task['hash']}) · judge {', '.join(judges['names'])} on {judges['model']} · "
             f"baseline {baseline['model']} ({baseline['strategy']}) · personas {source['name']}"
         )
+        # One space between columns, one line per split inside each row and the strategy
+        # under the model keep both metrics with their intervals within 80 columns.
         table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                      caption="gap = rejected dPQ - chosen dPQ; P/Q win: win rates against the baseline, ties excluded",
+                      padding=0, caption="*: the metric rows are sorted by; gap = rejected dPQ - chosen dPQ; w-dPQ: "
+                                         "probability-weighted dPQ (from the judge's P(A)); P/Q win: win rates against "
+                                         "the baseline, ties excluded",
                       caption_justify="left")
         splits = splits_of(group)
-        # One line per split inside each row keeps the table narrow enough for 80 columns.
         table.add_column("#", justify="right")
-        table.add_column("model", overflow="fold", min_width=12)  # folded, never cut
-        table.add_column("strategy", overflow="fold")
+        table.add_column("model / strategy", overflow="fold", min_width=12)  # folded, never cut
         table.add_column("split")
         table.add_column("n", justify="right")
-        table.add_column("dPQ", justify="right")
-        table.add_column("95% CI", justify="right")
+        metric_columns = (("dpq", "dPQ"), ("ci", "95% CI"), ("wdpq", "w-dPQ"), ("wci", "95% CI"))
+        for key, header in metric_columns:
+            # The sorted-by metric is marked in its header.
+            marked = (key == "dpq" and by == "dpq") or (key == "wdpq" and by == "weighted_dpq")
+            table.add_column(header + ("*" if marked else ""), justify="right", no_wrap=True)
         table.add_column("P win", justify="right")
         table.add_column("Q win", justify="right")
-        table.add_column("gap", justify="right")
-        for rank, row in enumerate(sort_rows(group["rows"]), 1):
-            lines: dict[str, list[str]] = {k: [] for k in ("split", "n", "dpq", "ci", "p", "q")}
+        table.add_column("gap", justify="right", no_wrap=True)
+        keys = ("split", "n", "dpq", "ci", "wdpq", "wci", "p", "q")
+        for rank, row in enumerate(sort_rows(group["rows"], by), 1):
+            lines: dict[str, list[str]] = {k: [] for k in keys}
             for split in splits:
                 result = row["splits"].get(split)
                 lines["split"].append(split)
                 if result is None:
-                    for k in ("n", "dpq", "ci", "p", "q"):
+                    for k in keys[1:]:
                         lines[k].append("-")
                     continue
                 lines["n"].append(str(result["items"]))
                 lines["dpq"].append(fmt_dpq(result["dpq"]))
-                ci = result["dpq_ci95"]
-                lines["ci"].append(f"[{ci[0]:+.0f},{ci[1]:+.0f}]" if ci else "-")
+                lines["ci"].append(_short_ci(result["dpq_ci95"]))
+                lines["wdpq"].append(fmt_dpq(result.get("weighted_dpq")))
+                lines["wci"].append(_short_ci(result.get("weighted_dpq_ci95")))
                 for key, name in (("p", "personalization"), ("q", "quality")):
                     rate = result[name]["win_rate"]
                     lines[key].append("n/a" if rate is None else f"{100 * rate:.0f}%")
             table.add_row(
-                Text(str(rank)), Text(row["model"]), Text(row["strategy"]),
-                *(Text("\n".join(lines[k])) for k in ("split", "n", "dpq", "ci", "p", "q")),
+                Text(str(rank)), Text.assemble(row["model"], "\n", (row["strategy"], "dim")),
+                *(Text("\n".join(lines[k])) for k in keys),
                 Text(fmt_dpq(row["gap"]), style="bold"),
             )
         console.print(table)
@@ -157,16 +181,23 @@ def _nice_domain(values: list[float]) -> tuple[float, float]:
     return max(-100.0, low), min(100.0, high)
 
 
-def chart_layout(group: dict[str, Any], rows: list[dict[str, Any]], width: int = 820) -> dict[str, Any]:
-    """Coordinates of an SVG dot-and-whisker chart: one lane per model and split."""
+def chart_layout(group: dict[str, Any], rows: list[dict[str, Any]], width: int = 820, metric: str = "dpq") -> dict[str, Any]:
+    """Coordinates of an SVG dot-and-whisker chart of ``metric`` (dpq or weighted_dpq): one lane per model and split."""
     splits = splits_of(group)
+    metric_label = SORT_METRICS[metric]
+    undefined = "undefined (no decided comparisons)" if metric == "dpq" else "n/a (no P(A))"
+
+    def point(result):
+        return result.get(metric), result.get(f"{metric}_ci95")
+
     values = []
     for row in rows:
         for result in row["splits"].values():
-            if result["dpq"] is not None:
-                values.append(result["dpq"])
-            if result["dpq_ci95"]:
-                values.extend(result["dpq_ci95"])
+            value, ci = point(result)
+            if value is not None:
+                values.append(value)
+            if ci:
+                values.extend(ci)
     low, high = _nice_domain(values)
     left, right, top, lane, gap = 260, 30, 46, 18, 14
     plot_w = width - left - right
@@ -186,14 +217,14 @@ def chart_layout(group: dict[str, Any], rows: list[dict[str, Any]], width: int =
             result = row["splits"].get(split)
             y = y0 + s * lane + lane / 2
             entry = {"split": split, "y": round(y, 1), "cls": f"split-{s % 4}"}
-            if result is None or result["dpq"] is None:
-                entry.update(defined=False, text=f"{split}: {'no run' if result is None else 'undefined (no decided comparisons)'}")
+            value, ci = point(result) if result is not None else (None, None)
+            if value is None:
+                entry.update(defined=False, text=f"{split}: {'no run' if result is None else undefined}")
             else:
-                ci = result["dpq_ci95"]
                 entry.update(
-                    defined=True, cx=x(result["dpq"]),
+                    defined=True, cx=x(value),
                     x1=x(ci[0]) if ci else None, x2=x(ci[1]) if ci else None,
-                    text=f"{split}: dPQ {fmt_dpq(result['dpq'])} {fmt_ci(ci)}".strip(),
+                    text=f"{split}: {metric_label} {fmt_dpq(value)} {fmt_ci(ci)}".strip(),
                 )
             lanes.append(entry)
         items.append({
@@ -205,6 +236,7 @@ def chart_layout(group: dict[str, Any], rows: list[dict[str, Any]], width: int =
     return {
         "width": width, "height": height, "left": left, "right": width - right, "top": top - 14, "bottom": height - 14,
         "zero": x(0.0), "ticks": ticks, "rows": items, "splits": [{"name": s, "cls": f"split-{i % 4}"} for i, s in enumerate(splits)],
+        "metric": metric_label,
     }
 
 
@@ -242,6 +274,8 @@ def _view_row(row: dict[str, Any], rank: int, splits: list[str], source_dir: Pat
                               "counts": counts_text(c)}
         cells[split] = {
             "dpq": fmt_dpq(result["dpq"]), "sort": result["dpq"], "ci": fmt_ci(result["dpq_ci95"]), "items": result["items"],
+            "wdpq": fmt_dpq(result.get("weighted_dpq")), "wsort": result.get("weighted_dpq"),
+            "wci": fmt_ci(result.get("weighted_dpq_ci95")),
             "criteria": criteria, "href": safe_href(result["results_file"], source_dir, out_dir) if links else None,
             "results_file": result["results_file"], "run_dir": result["run_dir"],
         }
@@ -278,14 +312,15 @@ def render_html(doc: dict[str, Any], *, source_dir: str | os.PathLike | None = N
     )
     src = Path(source_dir) if source_dir is not None else None
     dst = Path(out_dir) if out_dir is not None else None
+    by = sort_by_of(doc)
     groups = []
     for index, group in enumerate(doc["groups"]):
         splits = splits_of(group)
-        rows = sort_rows(group["rows"])
+        rows = sort_rows(group["rows"], by)
         groups.append({
             "index": index, "group": group, "splits": splits, "has_gap": {"chosen", "rejected"} <= set(splits),
             "rows": [_view_row(row, rank, splits, src, dst, links) for rank, row in enumerate(rows, 1)],
-            "chart": chart_layout(group, rows),
+            "chart": chart_layout(group, rows, metric=by),
             "judge_identity": short_identity(group["judges"]["identity"]),
             "baseline_identity": short_identity(group["baseline"]["identity"]),
             "source_identity": short_identity(group["persona_source"]["identity"]),
@@ -293,7 +328,8 @@ def render_html(doc: dict[str, Any], *, source_dir: str | os.PathLike | None = N
         })
     template = _environment().get_template("page.html.j2")
     # css and js are this package's own files (hashed into the CSP above), never results data.
-    return template.render(doc=doc, groups=groups, csp=csp, css=Markup(css), js=Markup(js))
+    return template.render(doc=doc, groups=groups, csp=csp, css=Markup(css), js=Markup(js), sort_by=by,
+                           sort_label=SORT_METRICS[by])
 
 
 def write_page(doc: dict[str, Any], out_dir: str | os.PathLike, *, source_dir: str | os.PathLike | None = None,

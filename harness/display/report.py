@@ -1,5 +1,11 @@
 """The terminal report of a run: per criterion counts and win rates with intervals, dPQ, judge health.
 
+Beside the paper's win rates and dPQ the table shows the probability-weighted win rate of
+each criterion (from the judge's P(A); ``n/a (no P(A))`` where none was recorded) and a
+weighted dPQ row. The bold line leads with the metric the task chose (``headline`` in the
+metrics: ``dpq`` or ``weighted_dpq``) and the next line gives the other one; an undefined
+paper dPQ is explained from the counts (all ties, all unscored, ...).
+
 With several judges the table shows the majority vote first, then each judge's own
 criteria rows and dPQ, so a disagreement between judges is visible at a glance.
 """
@@ -7,6 +13,8 @@ criteria rows and dPQ, so a disagreement between judges is visible at a glance.
 from __future__ import annotations
 
 from typing import Any
+
+NO_PROB = "n/a (no P(A))"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -17,11 +25,89 @@ def _interval(ci: list[float] | None, digits: int = 3) -> str:
     return "" if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def _signed(value: float, ci: list[float] | None) -> str:
+    text = f"{value:+.1f}"
+    return f"{text} [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else text
+
+
+def _tie_cause(metrics: dict[str, Any]) -> str:
+    """Why pairs came out tied, as far as the judge-health counts can tell."""
+    share = (metrics.get("judge_health") or {}).get("position_a_win_share")
+    if metrics.get("voting"):
+        if share == 1.0:
+            return "every judge preferred position A in both orders"
+        if share == 0.0:
+            return "every judge preferred position B in both orders"
+        return "the judges had no majority, or picked the same position in both orders"
+    if share == 1.0:
+        return "the judge preferred position A in both orders"
+    if share == 0.0:
+        return "the judge preferred position B in both orders"
+    return "the judge picked the same position in both orders"
+
+
+def undefined_reason(metrics: dict[str, Any]) -> str:
+    """Why the paper's dPQ is undefined, derived from the per-criterion counts."""
+    rows = metrics.get("criteria") or {}
+    undecided = {name: row for name, row in rows.items() if row.get("win_rate") is None}
+    if not metrics.get("items"):
+        return "no items were judged"
+    if not undecided:
+        return "a criterion has no win rate"
+    names = " and ".join(undecided)
+    scope = "every comparison" if len(undecided) == len(rows) else f"every {names} comparison"
+    ties = sum(row.get("ties", 0) for row in undecided.values())
+    unscored = sum(row.get("unscored", 0) for row in undecided.values())
+    if ties and not unscored:
+        return f"{scope} was a tie ({_tie_cause(metrics)})"
+    if unscored and not ties:
+        reasons = (metrics.get("judge_health") or {}).get("unscored_reasons") or {}
+        top = next(iter(reasons), None)
+        return f"{scope} was unscored" + (f" (mostly: {top})" if top else "")
+    return f"no {names} comparison was decided ({ties} ties, {unscored} unscored)"
+
+
 def _dpq(metrics: dict[str, Any]) -> str:
     dpq = metrics.get("dpq")
     if dpq is None:
-        return "undefined (no decided comparisons in a criterion)"
-    return f"{dpq:+.1f} {_interval(metrics.get('dpq_ci95'), 1)}".rstrip()
+        return f"undefined: {undefined_reason(metrics)}"
+    return _signed(dpq, metrics.get("dpq_ci95"))
+
+
+def _weighted_dpq(metrics: dict[str, Any]) -> str:
+    weighted = metrics.get("weighted") or {}
+    if weighted.get("dpq") is None:
+        return NO_PROB
+    return _signed(weighted["dpq"], weighted.get("dpq_ci95"))
+
+
+def _weighted_rate(weighted: dict[str, Any] | None, criterion: str) -> str:
+    row = ((weighted or {}).get("criteria") or {}).get(criterion)
+    if not row or row.get("win_rate") is None:
+        return NO_PROB
+    text = f"{row['win_rate']:.3f}"
+    if row.get("win_rate_ci95"):
+        # Three digits: weighted rates sit close together (near 0.5 for a position-biased judge).
+        text += " " + _interval(row["win_rate_ci95"], 3)
+    if row.get("items_without_prob_a"):
+        text += f" ({row['items']} items)"  # the others had no P(A) in either order
+    return text
+
+
+def _lead_lines(metrics: dict[str, Any]) -> tuple[str, str | None]:
+    """(the headline metric, the other one) as the report's two summary lines."""
+    has_weighted = "weighted" in metrics
+    if metrics.get("headline") == "weighted_dpq" and has_weighted:
+        paper = metrics.get("dpq")
+        other = (f"paper dPQ undefined: {undefined_reason(metrics)}" if paper is None
+                 else f"paper dPQ = {_signed(paper, metrics.get('dpq_ci95'))}")
+        return f"weighted dPQ = {_weighted_dpq(metrics)}", other
+    other = None
+    if has_weighted:
+        weighted = _weighted_dpq(metrics)
+        other = (f"weighted dPQ {weighted}" if weighted == NO_PROB
+                 else f"weighted dPQ = {weighted} (probability-weighted, from the judge's P(A))")
+    return f"dPQ = {_dpq(metrics)}", other
 
 
 def _health(health: dict[str, Any]) -> str:
@@ -51,6 +137,7 @@ def _api(api: dict[str, Any]) -> list[str]:
 def render_results(results: dict[str, Any], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = console or Console()
     metrics = results["metrics"]
@@ -67,19 +154,29 @@ def render_results(results: dict[str, Any], console=None) -> None:
     for column in ("wins", "losses", "ties", "unscored"):
         table.add_column(column, justify="right")
     table.add_column("win rate [95% CI]", justify="right")
+    # Results written before the weighted preference existed have no such block: no column.
+    weighted_column = any("weighted" in block for block in (metrics, *per_judge.values()))
+    if weighted_column:
+        table.add_column("weighted [95% CI]", justify="right")
 
     def add_rows(label: str | None, block: dict[str, Any]) -> None:
         rows = []
+        weighted = block.get("weighted")
         for name, row in block["criteria"].items():
             rate = _fmt(row["win_rate"])
             if row.get("win_rate_ci95"):
                 rate += " " + _interval(row["win_rate_ci95"], 2)
-            rows.append([name, str(row["test_wins"]), str(row["baseline_wins"]), str(row["ties"]), str(row["unscored"]), rate])
+            rows.append([name, str(row["test_wins"]), str(row["baseline_wins"]), str(row["ties"]), str(row["unscored"]), rate,
+                         _weighted_rate(weighted, name)])
         dpq = "undefined" if block["dpq"] is None else f"{block['dpq']:+.1f}"
         if block.get("dpq_ci95"):
             dpq += " " + _interval(block["dpq_ci95"], 1)
-        rows.append(["dPQ", "", "", "", "", dpq])
+        rows.append(["dPQ", "", "", "", "", dpq, ""])
+        if weighted_column:
+            rows.append(["weighted dPQ", "", "", "", "", "", _weighted_dpq(block)])
         for index, cells in enumerate(rows):
+            if not weighted_column:
+                cells.pop()
             if several:
                 cells.insert(0, (label or "") if index == 0 else "")
             table.add_row(*cells, end_section=index == len(rows) - 1)
@@ -90,10 +187,14 @@ def render_results(results: dict[str, Any], console=None) -> None:
             add_rows(label, block)
     console.print(table)
     judges = ", ".join(results["judges"])
-    console.print(
-        f"[bold]dPQ = {_dpq(metrics)}[/bold]  over {metrics['items']} items, "
-        f"judge{'s (majority vote)' if several else ''}: {judges} on {results['judge_model']}"
-    )
+    lead, other = _lead_lines(metrics)
+    # Text, not markup: intervals and model names are printed exactly as they are.
+    console.print(Text.assemble(
+        (lead, "bold"),
+        f"  over {metrics['items']} items, judge{'s (majority vote)' if several else ''}: {judges} on {results['judge_model']}",
+    ))
+    if other:
+        console.print(Text(other))
     if several and metrics.get("voting"):
         voting = metrics["voting"]
         console.print(

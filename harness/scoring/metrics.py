@@ -9,17 +9,37 @@ and counted, never a loss).
     dPQ      = 100 * (P_win + Q_win - 1)                         in [-100, 100]
 
 A win rate with no decided items is undefined (None), and so is a dPQ built on it.
+
+Beside the paper's metric, where the judge backend gives P(A), a probability-weighted
+preference (the kind AlpacaEval 2 reports, less noisy than counting wins): per item
+P(test better) is P(A) when the test answer is shown first and 1 - P(A) when it is shown
+second, averaged over the orders that have one; a criterion's weighted win rate is the
+mean over the items that have one, and
+
+    weighted dPQ = 100 * (P_w + Q_w - 1)
+
+with intervals from the very same bootstrap draws as dPQ. It is reported beside the
+paper's dPQ, never instead of it; a task's ``report.headline`` only says which of the two
+the report leads with (``headline`` in the metrics: ``dpq`` or ``weighted_dpq``).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 ORDERS = ("baseline_first", "test_first")
 CRITERIA = ("personalization", "quality")
 TEST, BASELINE, TIE, UNSCORED = "test", "baseline", "tie", "unscored"
+# A task's report.headline -> the metrics key the report leads with.
+HEADLINES = {"paper": "dpq", "weighted": "weighted_dpq"}
+WEIGHTED_METHOD = (
+    "probability-weighted: per item P(test better) = P(A) with the test answer first, 1 - P(A) with it second, "
+    "averaged over the orders that have a P(A) (scored or not); win rate = mean over items that have one; "
+    "weighted dPQ = 100 x (P_w + Q_w - 1); intervals from the same bootstrap draws as dPQ"
+)
 
 
 def side_of(order: str, winner: str | None) -> str | None:
@@ -82,23 +102,44 @@ def item_outcomes(judgments: Iterable[dict[str, Any]]) -> dict[str, dict[str, st
     return dict(outcomes)
 
 
+def _resample_blocks(n_items: int, resamples: int, seed: int) -> Iterator[tuple[int, Any]]:
+    """(first resample, item indices) blocks of the bootstrap's draws, items resampled with replacement.
+
+    Resamples are drawn a block of rows at a time (about 2**20 indices), not as one
+    resamples x items array: memory stays flat in the number of items (1000 x 10,000
+    int64 indices alone are 80 MB). The draws are the very same as in one call, and the
+    paper's metric and the weighted one see the same draws for the same items and seed.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    step = max(1, (1 << 20) // n_items)
+    for start in range(0, resamples, step):
+        yield start, rng.integers(0, n_items, size=(min(step, resamples - start), n_items))
+
+
+def _percentile_interval(values) -> list[float] | None:
+    """The 2.5th and 97.5th percentiles of the defined (non-NaN) resampled values."""
+    import numpy as np
+
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def _bootstrap(outcomes: dict[str, dict[str, str]], criteria: Sequence[str], resamples: int, seed: int) -> dict[str, Any]:
     import numpy as np
 
     ids = sorted(outcomes)
     if not ids or resamples <= 0:
         return {}
-    rng = np.random.default_rng(seed)
     wins = {c: np.array([outcomes[i].get(c) == TEST for i in ids], dtype=np.int64) for c in criteria}
     losses = {c: np.array([outcomes[i].get(c) == BASELINE for i in ids], dtype=np.int64) for c in criteria}
     w = {c: np.empty(resamples, dtype=np.int64) for c in criteria}
     l = {c: np.empty(resamples, dtype=np.int64) for c in criteria}
-    # Resamples are drawn a block of rows at a time (about 2**20 indices), not as one
-    # resamples x items array: memory stays flat in the number of items (1000 x 10,000
-    # int64 indices alone are 80 MB). The draws are the very same as in one call.
-    step = max(1, (1 << 20) // len(ids))
-    for start in range(0, resamples, step):
-        picks = rng.integers(0, len(ids), size=(min(step, resamples - start), len(ids)))
+    for start, picks in _resample_blocks(len(ids), resamples, seed):
         for criterion in criteria:
             w[criterion][start : start + len(picks)] = wins[criterion][picks].sum(axis=1)
             l[criterion][start : start + len(picks)] = losses[criterion][picks].sum(axis=1)
@@ -108,17 +149,135 @@ def _bootstrap(outcomes: dict[str, dict[str, str]], criteria: Sequence[str], res
         with np.errstate(invalid="ignore", divide="ignore"):
             rates[criterion] = np.where(won + lost > 0, won / np.maximum(won + lost, 1), np.nan)
 
-    def interval(values) -> list[float] | None:
-        values = values[~np.isnan(values)]
-        if values.size == 0:
-            return None
-        low, high = np.percentile(values, [2.5, 97.5])
-        return [float(low), float(high)]
-
-    result = {c: interval(rates[c]) for c in criteria}
+    result = {c: _percentile_interval(rates[c]) for c in criteria}
     if "personalization" in rates and "quality" in rates:
-        result["dpq"] = interval(100.0 * (rates["personalization"] + rates["quality"] - 1.0))
+        result["dpq"] = _percentile_interval(100.0 * (rates["personalization"] + rates["quality"] - 1.0))
     return result
+
+
+# -- the probability-weighted preference ----------------------------------------------------
+
+
+def prob_test_better(order: str, prob_a: Any) -> float | None:
+    """P(test better) from one record's P(A): P(A) when the test answer was A, else 1 - P(A).
+
+    None when the record has no usable P(A) (missing, not a number, NaN, outside [0, 1]).
+    """
+    if isinstance(prob_a, bool) or not isinstance(prob_a, (int, float)):
+        return None
+    prob_a = float(prob_a)
+    if not math.isfinite(prob_a) or not 0.0 <= prob_a <= 1.0:
+        return None
+    if order == "test_first":
+        return prob_a
+    if order == "baseline_first":
+        return 1.0 - prob_a
+    raise ValueError(f"unknown order {order!r}")
+
+
+def item_probabilities(judgments: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """item id -> criterion -> P(test better), the mean over every record that has a P(A).
+
+    A record's ``prob_a`` counts whether or not its verdict was scored: an unscored record
+    (no verdict in the text, say) that still carries P(A) adds its probability, because the
+    judge's preference between the two letters is known even where its text is not. With
+    one judge that is the mean over the (one or two) orders with a P(A); pass several
+    judges' records together and it is the mean over every (judge, order) probability the
+    item has. An item and criterion with no P(A) at all is absent.
+    """
+    found: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for record in judgments:
+        value = prob_test_better(record["order"], record.get("prob_a"))
+        if value is not None:
+            found[(record["item_id"], record["criterion"])].append(value)
+    probabilities: dict[str, dict[str, float]] = defaultdict(dict)
+    for (item_id, criterion), values in found.items():
+        probabilities[item_id][criterion] = math.fsum(values) / len(values)
+    return dict(probabilities)
+
+
+def _weighted_bootstrap(
+    ids: Sequence[str], probabilities: dict[str, dict[str, float]], criteria: Sequence[str], resamples: int, seed: int
+) -> dict[str, Any]:
+    """Percentile intervals of the weighted win rates and weighted dPQ (items resampled).
+
+    Each resample draws from all the items, as the paper's bootstrap does (the same draws
+    for the same items and seed); a drawn item without a P(A) for a criterion adds
+    nothing to that criterion, as an unscored pair adds nothing to a win rate.
+    """
+    import numpy as np
+
+    if not ids or resamples <= 0:
+        return {}
+    values = {c: np.array([probabilities.get(i, {}).get(c, 0.0) for i in ids], dtype=np.float64) for c in criteria}
+    present = {c: np.array([c in probabilities.get(i, {}) for i in ids], dtype=np.int64) for c in criteria}
+    sums = {c: np.empty(resamples, dtype=np.float64) for c in criteria}
+    counts = {c: np.empty(resamples, dtype=np.int64) for c in criteria}
+    for start, picks in _resample_blocks(len(ids), resamples, seed):
+        for criterion in criteria:
+            sums[criterion][start : start + len(picks)] = values[criterion][picks].sum(axis=1)
+            counts[criterion][start : start + len(picks)] = present[criterion][picks].sum(axis=1)
+    rates = {}
+    for criterion in criteria:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates[criterion] = np.where(counts[criterion] > 0, sums[criterion] / np.maximum(counts[criterion], 1), np.nan)
+    result = {c: _percentile_interval(rates[c]) for c in criteria}
+    if "personalization" in rates and "quality" in rates:
+        result["dpq"] = _percentile_interval(100.0 * (rates["personalization"] + rates["quality"] - 1.0))
+    return result
+
+
+def weighted_preference(
+    judgments: Sequence[dict[str, Any]],
+    items: Iterable[str],
+    *,
+    criteria: Sequence[str] = CRITERIA,
+    resamples: int = 1000,
+    seed: int = 0,
+    judges: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The ``weighted`` block of the metrics: weighted win rates, weighted dPQ, intervals.
+
+    ``items`` are the items the paper's metric counts (the bootstrap resamples them);
+    ``judgments`` the records whose ``prob_a`` is read (`item_probabilities`). With two or
+    more ``judges`` the records are every judge's, pooled: an item's P(test better) is the
+    mean over every (judge, order) probability it has, and ``method`` says so.
+    """
+    probabilities = item_probabilities(judgments)
+    ids = sorted(set(items) | set(probabilities))
+    intervals = _weighted_bootstrap(ids, probabilities, criteria, resamples, seed)
+    per_criterion: dict[str, Any] = {}
+    for criterion in criteria:
+        values = [probabilities[i][criterion] for i in ids if criterion in probabilities.get(i, {})]
+        rate = math.fsum(values) / len(values) if values else None
+        per_criterion[criterion] = {
+            "win_rate": rate,
+            "win_rate_ci95": intervals.get(criterion) if rate is not None else None,
+            "items": len(values),
+            # Left out for want of a P(A) in either order: counted, never scored as 0.5.
+            "items_without_prob_a": len(ids) - len(values),
+        }
+    p = per_criterion.get("personalization", {}).get("win_rate")
+    q = per_criterion.get("quality", {}).get("win_rate")
+    method = WEIGHTED_METHOD
+    if len(judges) > 1:
+        method += (f"; pooled over judges {', '.join(judges)}: an item's P(test better) is the mean over every "
+                   "(judge, order) probability it has")
+    weighted_dpq = dpq(p, q)
+    return {
+        "criteria": per_criterion,
+        "dpq": weighted_dpq,
+        "dpq_ci95": intervals.get("dpq") if weighted_dpq is not None else None,
+        "method": method,
+    }
+
+
+def headline_key(headline: str) -> str:
+    """The metrics key a task's ``report.headline`` (paper or weighted) leads the report with."""
+    try:
+        return HEADLINES[headline]
+    except KeyError:
+        raise ValueError(f"unknown headline {headline!r} (expected one of: {', '.join(HEADLINES)})") from None
 
 
 def _pearson(xs: list[float], ys: list[float]) -> float | None:
@@ -182,10 +341,12 @@ def summarize(
     criteria: Sequence[str] = CRITERIA,
     resamples: int = 1000,
     seed: int = 0,
+    headline: str = "paper",
 ) -> dict[str, Any]:
     """Everything the report shows for one judge's judgments."""
     return summarize_outcomes(
-        item_outcomes(judgments), verdicts=judgments, lengths=lengths, criteria=criteria, resamples=resamples, seed=seed
+        item_outcomes(judgments), verdicts=judgments, lengths=lengths, criteria=criteria, resamples=resamples, seed=seed,
+        headline=headline,
     )
 
 
@@ -197,13 +358,18 @@ def summarize_outcomes(
     criteria: Sequence[str] = CRITERIA,
     resamples: int = 1000,
     seed: int = 0,
+    headline: str = "paper",
+    judges: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Counts, win rates, dPQ, bootstrap intervals and judge health from pair outcomes.
+    """Counts, win rates, dPQ, bootstrap intervals, the weighted preference and judge health.
 
     ``outcomes`` is item -> criterion -> test/baseline/tie/unscored (one judge's, or a
     majority vote's); ``verdicts`` are the raw judgment records behind them (for the
-    position and unscored-reason parts of judge health).
+    position and unscored-reason parts of judge health, and the P(A)s of the ``weighted``
+    block: for a majority vote every judge's records, pooled, with ``judges`` naming
+    them). ``headline`` is the task's ``report.headline``: ``paper`` or ``weighted``.
     """
+    lead = headline_key(headline)
     per_criterion: dict[str, Any] = {}
     for criterion in criteria:
         counts = CriterionCounts()
@@ -228,6 +394,8 @@ def summarize_outcomes(
         "dpq_ci95": intervals.get("dpq"),
         "items": len(outcomes),
         "criteria": per_criterion,
+        "weighted": weighted_preference(verdicts, outcomes, criteria=criteria, resamples=resamples, seed=seed, judges=judges),
+        "headline": lead,
         "judge_health": judge_health(verdicts, outcomes, lengths),
         "bootstrap": {"resamples": resamples, "seed": seed, "confidence": 0.95, "method": "percentile, items resampled"},
     }

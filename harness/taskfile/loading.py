@@ -64,7 +64,15 @@ class Task:
         return self.path.parent
 
     def resolved(self) -> dict[str, Any]:
-        return self.spec.model_dump(mode="json")
+        from persona_eval.taskfile.schema import ReportSpec
+
+        resolved = self.spec.model_dump(mode="json")
+        # `report` only says how results are presented, and it came after tasks had hashes:
+        # left at its default it stays out of the dump, so every task that does not set it
+        # keeps the very task hash (and run keys and caches) it had before the block existed.
+        if "report" in resolved and resolved["report"] == ReportSpec().model_dump(mode="json"):
+            del resolved["report"]
+        return resolved
 
     @cached_property
     def task_hash(self) -> str:

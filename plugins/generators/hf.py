@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from persona_eval.contracts.hookspecs import hookimpl
 from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenParams, GenRequest, GenResult
-from persona_eval.display.quiet import quiet_progress_bars
+from persona_eval.display.quiet import library_bars_off
 from persona_eval.errors import RunError, UsageError
 from persona_eval.models.fingerprint import model_revision, weights_fingerprint
 from persona_eval.plugins.generators.common import adapter_folder, model_location
@@ -132,9 +133,22 @@ class HFGenerator(Generator):
         return self._model, self._tokenizer
 
     def _load_uncached(self):
+        # Loading runs under our progress display, which the libraries' own bars ("Loading weights",
+        # downloads) would break into. Their warnings stay visible: about a user's model, they are the user's.
+        with library_bars_off():
+            model, tokenizer = self._read_weights()
+        model.to(self.device)
+        model.eval()
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise RunError(f"hf: tokenizer of {self.display_name!r} has neither a pad nor an end-of-sequence token")
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    def _read_weights(self):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        quiet_progress_bars()
         dtype = _resolve_dtype(self.dtype_name, self.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision, trust_remote_code=self.trust_remote_code)
@@ -149,20 +163,17 @@ class HFGenerator(Generator):
             except ImportError as exc:
                 raise UsageError("hf: adapter= needs peft: pip install 'persona-eval[train]'") from exc
             try:
-                model = PeftModel.from_pretrained(model, self.adapter)
+                with warnings.catch_warnings():
+                    # peft asks transformers for a property it has deprecated: nothing the user can act on.
+                    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                            category=FutureWarning)
+                    model = PeftModel.from_pretrained(model, self.adapter)
             except Exception as exc:  # noqa: BLE001 - a mismatched adapter is the user's to fix
                 raise UsageError(f"hf: cannot apply adapter to {self.display_name!r}: {type(exc).__name__}: {exc}",
                                  where=self.adapter) from exc
             if self.merge_adapter:
                 # Folding LoRA into the weights makes generation as fast as the base model.
                 model = model.merge_and_unload()
-        model.to(self.device)
-        model.eval()
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise RunError(f"hf: tokenizer of {self.display_name!r} has neither a pad nor an end-of-sequence token")
-            tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
 
     # -- identity ------------------------------------------------------------------------
