@@ -53,6 +53,13 @@ def evaluate(
     run are released at the end unless `keep_models` is true (then a later call with the
     same specs reuses them).
     """
+    from persona_eval.limits import check_number
+
+    # The bounds `persona-eval run` checks (limits.NUMERIC), checked here before anything loads.
+    check_number("bootstrap", bootstrap, option="bootstrap")
+    check_number("limit", limit, option="limit")
+    check_number("seed", seed, option="seed")
+
     from persona_eval.contracts.factories import close_generators
     from persona_eval.pipeline.run import Run, RunOptions
 
@@ -74,6 +81,10 @@ def evaluate(
 
 def rejudge(run_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Judge a finished run again (`persona-eval judge RUN_DIR`); see `pipeline.run.rejudge` for the options."""
+    from persona_eval.limits import check_number
+
+    check_number("bootstrap", options.get("resamples"), option="resamples")
+
     from persona_eval.contracts.factories import close_generators
     from persona_eval.pipeline.run import rejudge as rejudge_run
 
@@ -138,7 +149,7 @@ class RunRecords:
 def load_run(run_dir: str | Path) -> RunRecords:
     """Read a run directory (or a ``judge-*`` folder inside one) back: config, records and results."""
     from persona_eval.errors import UsageError
-    from persona_eval.storage.jsonl import read_jsonl
+    from persona_eval.storage.jsonl import GENERATION_KEY, JUDGMENT_KEY, read_keyed
 
     folder = Path(run_dir)
     config_path = folder / "config.json"
@@ -155,8 +166,10 @@ def load_run(run_dir: str | Path) -> RunRecords:
     if not generations_path.exists() and (folder.parent / "generations.jsonl").exists() and "rejudge_of" in config:
         generations_path = folder.parent / "generations.jsonl"
     # A run still going (or killed) may end in a torn line: read past it, write nothing.
-    generations = read_jsonl(generations_path, skip_torn_tail=True)
-    judgments = read_jsonl(judgments_path, skip_torn_tail=True)
+    # Two different records for one key are an error naming the line; identical ones count once.
+    generations = list(read_keyed(generations_path, GENERATION_KEY, what="generation", skip_torn_tail=True).values())
+    judgments = list(read_keyed(judgments_path, JUDGMENT_KEY, required=("item_id", "criterion", "order"),
+                                what="judgment", skip_torn_tail=True).values())
     records = RunRecords(folder, config, generations, judgments, results)
     for sub in sorted(folder.glob("judge-*/config.json")):
         records.rejudgings[sub.parent.name] = load_run(sub.parent)

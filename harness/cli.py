@@ -7,12 +7,13 @@ Plugins add commands through the `register_commands` hook.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
 import click
 
-from persona_eval.cli_options import persona_options, persona_source_choice
+from persona_eval.cli_options import bounded, persona_options, persona_source_choice
 from persona_eval.versions import __version__
 
 
@@ -42,15 +43,24 @@ class PersonaEvalGroup(click.Group):
 
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # click's own usage errors (a bad option value, a missing argument) as one line too.
+            from persona_eval.errors import short_line
+
+            click.echo(f"Error: {short_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
         except PersonaEvalError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except OSError as exc:
             # A full disk or a vanished folder while running: one line naming the file.
             logging.getLogger("persona_eval").debug("OS error", exc_info=True)
+            from persona_eval.errors import short_line
+
             where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
-            sys.exit(1)
+            click.echo(f"Error: {short_line(f'{where}{exc.strerror or exc}')}", err=True)
+            # A name too long for the file system is one the user typed: input, not a failure.
+            sys.exit(2 if exc.errno == errno.ENAMETOOLONG else 1)
         except KeyboardInterrupt:
             click.echo("Interrupted. Finished work is saved; rerun the same command to resume.", err=True)
             sys.exit(130)
@@ -84,14 +94,14 @@ def cli(verbose: bool) -> None:
 @persona_options
 @click.option("--pi-model", default=None, metavar="SPEC",
               help="PI model that infers each test persona from its pair, e.g. hf:embedded; implies the inferred persona source.")
-@click.option("--limit", type=int, default=None, help="Evaluate only the first N items (0 = all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=bounded("limit"), default=None, help="Evaluate only the first N items (0 = all).")
+@click.option("--seed", type=bounded("seed"), default=0, show_default=True)
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/<derived>).")
 @click.option("--include-path", "include_paths", multiple=True, type=click.Path(), help="Extra folder of task YAML files.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Local copy of the task's hub dataset (default: $PERSONA_EVAL_DATA_DIR, else the hub).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
+@click.option("--bootstrap", type=bounded("bootstrap"), default=1000, show_default=True, help="Bootstrap resamples for intervals.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge_model, judge_options, persona_source, retriever,

@@ -1,12 +1,19 @@
-"""Command-line options that several commands share: how a persona source is chosen.
+"""Command-line options that several commands share: how a persona source is chosen, numeric bounds.
 
 `persona-eval run` and `persona-eval personas` take the same persona flags; the flags and
 the rule that turns them into a persona source name and options live here, below both.
+`bounded(NAME)` is the click type of every numeric option: the range comes from
+`persona_eval.limits.NUMERIC`, the table the Python API checks too, so a value out of range
+is a one-line usage error (exit 2) before any work, on every command.
 """
 
 from __future__ import annotations
 
 import click
+
+from persona_eval.limits import bounded
+
+__all__ = ["bounded", "persona_options", "persona_source_choice"]
 
 
 def persona_options(command):

@@ -20,6 +20,7 @@ The CLI commands live in ``persona_eval.plugins.commands.leaderboard``.
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,24 @@ def _json_path(parts) -> str:
     return out
 
 
+def _non_finite(value: Any, parts: tuple) -> tuple | None:
+    """The path of the first NaN or infinite number in a document (the schema's ranges let NaN through)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return parts
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        found = _non_finite(inner, (*parts, key))
+        if found is not None:
+            return found
+    return None
+
+
 def _semantic_errors(doc: dict[str, Any]) -> list[str]:
-    """What a JSON Schema cannot say: ordered intervals, a consistent gap, unique rows."""
+    """What a JSON Schema cannot say: finite numbers, ordered intervals, a consistent gap, unique rows."""
     errors = []
+    bad = _non_finite(doc, ())
+    if bad is not None:
+        errors.append(f"{_json_path(bad)}: not a finite number (NaN or Infinity, which JSON cannot hold)")
     for g, group in enumerate(doc.get("groups", [])):
         seen: dict[tuple[str, str], int] = {}
         for r, row in enumerate(group.get("rows", [])):
@@ -115,6 +131,8 @@ def load_leaderboard(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"cannot read the leaderboard: {exc.strerror or exc}", where=str(path)) from exc
     try:
         doc = json.loads(text)
+    except RecursionError as exc:
+        raise UsageError("not JSON: nested too deeply", where=str(path)) from exc
     except ValueError as exc:
         line = getattr(exc, "lineno", None)
         raise UsageError(f"not JSON: {exc}", where=f"{path}:{line}" if line else str(path)) from exc

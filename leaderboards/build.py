@@ -15,6 +15,7 @@ before it existed). Rows are sorted by one of the two (``sort_by``, default ``dp
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from persona_eval.errors import UsageError
 from persona_eval.hashing import stable_hash
+from persona_eval.pipeline.results import RESULTS_SCHEMA
 from persona_eval.storage.files import atomic_write_json
 from persona_eval.versions import __version__
 
@@ -48,6 +50,8 @@ REQUIRED_FIELDS = (
 )
 CRITERION_FIELDS = ("win_rate", "win_rate_ci95", "test_wins", "baseline_wins", "ties", "unscored")
 MISSING = object()
+# The results formats this builder reads; a file without ``schema`` predates the field and is read as @1.
+RESULTS_SCHEMAS = (RESULTS_SCHEMA,)
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -104,14 +108,19 @@ def read_results(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read: {exc.strerror or exc}", where=str(path)) from exc
     try:
         results = json.loads(text)
+    except RecursionError as exc:
+        raise UsageError("not JSON: nested too deeply", where=str(path)) from exc
     except ValueError as exc:
         line = getattr(exc, "lineno", None)
         raise UsageError(f"not JSON: {exc}", where=f"{path}:{line}" if line else str(path)) from exc
     if not isinstance(results, dict):
         raise UsageError("not a persona-eval results file (expected a JSON object)", where=str(path))
     schema = results.get("schema")
-    if isinstance(schema, str) and not schema.startswith("persona-eval/results@"):
+    if schema is not None and not (isinstance(schema, str) and schema.startswith("persona-eval/results@")):
         raise UsageError(f"not a persona-eval results file (schema {schema!r})", where=str(path))
+    if schema is not None and schema not in RESULTS_SCHEMAS:
+        raise UsageError(f"schema: unknown results schema version {schema!r} (this persona-eval reads "
+                         f"{', '.join(RESULTS_SCHEMAS)}); upgrade persona-eval to build from it", where=str(path))
     for dotted in REQUIRED_FIELDS:
         if _get(results, dotted) is MISSING:
             raise UsageError(f"results file lacks the field {dotted!r}", where=str(path))
@@ -122,7 +131,140 @@ def read_results(path: Path) -> dict[str, Any]:
                 raise UsageError(f"results file lacks the field 'metrics.criteria.{criterion}.{name}'", where=str(path))
     if not isinstance(results["judges"], list) or not results["judges"]:
         raise UsageError("field 'judges' must be a non-empty list", where=str(path))
+    check_metrics(results, path)
     return results
+
+
+# -- checking the numbers ----------------------------------------------------------------
+
+# How far a recorded dPQ or win rate may be from the one recomputed from its parts: float
+# rounding only (results are written unrounded), never a different result.
+TOLERANCE = 1e-6
+
+
+def _non_finite(value: Any, dotted: str) -> str | None:
+    """The dotted path of the first NaN or infinite number inside `value` (JSON allows neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return dotted
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found = _non_finite(inner, f"{dotted}.{key}" if dotted else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found = _non_finite(inner, f"{dotted}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_value(path: Path, dotted: str, value: Any, low: float, high: float, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if not _number(value):
+        raise UsageError(f"{dotted}: {_show(value)} is not a number", where=str(path))
+    if not low <= value <= high:
+        raise UsageError(f"{dotted}: {value} is outside [{low:g}, {high:g}]", where=str(path))
+
+
+def _check_interval(path: Path, dotted: str, value: Any, low: float, high: float) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or len(value) != 2:
+        raise UsageError(f"{dotted}: {_show(value)} is not an interval [low, high]", where=str(path))
+    for index, bound in enumerate(value):
+        _check_value(path, f"{dotted}[{index}]", bound, low, high, optional=False)
+    if value[0] > value[1]:
+        raise UsageError(f"{dotted}: low {value[0]} is above high {value[1]}", where=str(path))
+
+
+def _check_count(path: Path, dotted: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{dotted}: {_show(value)} is not a count (a non-negative integer)", where=str(path))
+
+
+def _check_dpq(path: Path, dotted: str, dpq: Any, p: Any, q: Any, parts: str) -> None:
+    """dPQ = 100 x (P + Q - 1) of its own win rates, null exactly when one of them is."""
+    expected = None if p is None or q is None else 100.0 * (p + q - 1.0)
+    if (dpq is None) != (expected is None) or (expected is not None and abs(dpq - expected) > 100 * TOLERANCE):
+        raise UsageError(f"{dotted}: {dpq} contradicts its own win rates: 100 x ({parts}) gives {expected}",
+                         where=str(path))
+
+
+def _check_rate(path: Path, where: str, row: dict[str, Any]) -> None:
+    """A win rate is its own counts' test_wins / (test_wins + baseline_wins): ties excluded, null with none decided."""
+    decided = row["test_wins"] + row["baseline_wins"]
+    expected = row["test_wins"] / decided if decided else None
+    rate = row["win_rate"]
+    if (rate is None) != (expected is None) or (expected is not None and abs(rate - expected) > TOLERANCE):
+        raise UsageError(f"{where}.win_rate: {rate} contradicts its own counts: test_wins / (test_wins + baseline_wins) = "
+                         f"{row['test_wins']}/{decided} gives {expected}", where=str(path))
+
+
+def check_metrics(results: dict[str, Any], path: Path) -> None:
+    """The numbers a leaderboard shows: finite, in range, and agreeing with each other.
+
+    dPQ (and the weighted dPQ) in [-100, 100] and equal to 100 x (P + Q - 1) of the recorded win
+    rates; each win rate in [0, 1] and equal to test_wins / (test_wins + baseline_wins) of its own
+    counts, so a dPQ that contradicts the counts is refused; intervals ordered and in range; counts
+    non-negative integers;
+    null where a value is undefined (a split with no decided pairs). Errors name the file and field.
+    """
+    bad = _non_finite(results, "")
+    if bad:
+        raise UsageError(f"{bad}: not a finite number (NaN, Infinity or beyond the range of a double, "
+                         "which JSON cannot hold)", where=str(path))
+    metrics = results["metrics"]
+    if not isinstance(metrics, dict) or not isinstance(metrics["criteria"], dict):
+        raise UsageError("metrics: not an object with criteria", where=str(path))
+    _check_value(path, "metrics.dpq", metrics["dpq"], -100, 100)
+    _check_interval(path, "metrics.dpq_ci95", metrics["dpq_ci95"], -100, 100)
+    _check_count(path, "metrics.items", metrics["items"])
+    rates = {}
+    for criterion in ("personalization", "quality"):
+        row = metrics["criteria"][criterion]
+        where = f"metrics.criteria.{criterion}"
+        if not isinstance(row, dict):
+            raise UsageError(f"{where}: not an object", where=str(path))
+        _check_value(path, f"{where}.win_rate", row["win_rate"], 0, 1)
+        _check_interval(path, f"{where}.win_rate_ci95", row["win_rate_ci95"], 0, 1)
+        for name in ("test_wins", "baseline_wins", "ties", "unscored"):
+            _check_count(path, f"{where}.{name}", row[name])
+        _check_rate(path, where, row)
+        rates[criterion] = row["win_rate"]
+    _check_dpq(path, "metrics.dpq", metrics["dpq"], rates["personalization"], rates["quality"],
+               "metrics.criteria.personalization.win_rate + metrics.criteria.quality.win_rate - 1")
+    weighted = metrics.get("weighted")
+    if weighted is None:
+        return  # results from before the weighted preference existed
+    if not isinstance(weighted, dict):
+        raise UsageError(f"metrics.weighted: {_show(weighted)} is not an object", where=str(path))
+    _check_value(path, "metrics.weighted.dpq", weighted.get("dpq"), -100, 100)
+    _check_interval(path, "metrics.weighted.dpq_ci95", weighted.get("dpq_ci95"), -100, 100)
+    criteria = weighted.get("criteria")
+    if criteria is None:
+        return
+    if not isinstance(criteria, dict):
+        raise UsageError(f"metrics.weighted.criteria: {_show(criteria)} is not an object", where=str(path))
+    for criterion, row in criteria.items():
+        where = f"metrics.weighted.criteria.{criterion}"
+        if not isinstance(row, dict):
+            raise UsageError(f"{where}: not an object", where=str(path))
+        _check_value(path, f"{where}.win_rate", row.get("win_rate"), 0, 1)
+        _check_interval(path, f"{where}.win_rate_ci95", row.get("win_rate_ci95"), 0, 1)
+        for name in ("items", "items_without_prob_a"):
+            _check_count(path, f"{where}.{name}", row.get(name), optional=True)
+    if "personalization" in criteria and "quality" in criteria:
+        _check_dpq(path, "metrics.weighted.dpq", weighted.get("dpq"), criteria["personalization"].get("win_rate"),
+                   criteria["quality"].get("win_rate"),
+                   "metrics.weighted.criteria.personalization.win_rate + metrics.weighted.criteria.quality.win_rate - 1")
 
 
 # -- comparability -----------------------------------------------------------------------

@@ -55,9 +55,15 @@ class FieldNames:
 
 def read_local_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(location, record) pairs of a local data file; locations are file:line or file[row]."""
-    from persona_eval.taskfile.loading import _read_records
+    from persona_eval.storage.readers import link_problem, read_table
 
-    return _read_records(path)
+    if not path.exists():
+        problem = link_problem(path)
+        raise UsageError(f"data file {problem}" if problem else "data file not found", where=str(path))
+    if path.suffix.lower() not in LOCAL_SUFFIXES:
+        raise UsageError(f"unsupported data file type {path.suffix.lower()!r} (use {', '.join(LOCAL_SUFFIXES)})",
+                         where=str(path))
+    return read_table(path)
 
 
 def read_hub_records(
@@ -83,7 +89,7 @@ def read_records(
     source: str, *, hf_config: str | None = None, hf_split: str | None = None, revision: str | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
     path = Path(source).expanduser()
-    if path.is_file() or (not path.exists() and path.suffix.lower() in LOCAL_SUFFIXES):
+    if path.is_file() or (not path.exists() and (path.suffix.lower() in LOCAL_SUFFIXES or path.is_symlink())):
         if hf_config or revision:
             raise UsageError("--hf-config and --revision apply to Hugging Face datasets, not to a local file", where=str(path))
         return read_local_records(path)

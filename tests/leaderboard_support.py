@@ -20,10 +20,18 @@ JUDGE_IDENTITY = {"judge": "prometheus", "model": MODEL_IDENTITY, "template": "b
                   "max_attempts": 2, "logprobs": True, "feedback": False}
 
 
-def _criterion(win_rate: float | None, wins: int, losses: int, ties: int = 1) -> dict[str, Any]:
+# Decided pairs behind each win rate: the counts must give the rate exactly (the builder
+# checks win_rate == test_wins / (test_wins + baseline_wins)), and dPQ values with one decimal
+# give win rates with up to four.
+DECIDED = 10_000
+
+
+def _criterion(win_rate: float | None, ties: int = 1) -> dict[str, Any]:
     ci = None if win_rate is None else [max(0.0, win_rate - 0.2), min(1.0, win_rate + 0.15)]
-    return {"test_wins": wins, "baseline_wins": losses, "ties": ties, "unscored": 0, "win_rate": win_rate,
-            "tie_rate": 0.1, "win_rate_ci95": ci}
+    wins = 0 if win_rate is None else round(win_rate * DECIDED)
+    losses = 0 if win_rate is None else DECIDED - wins
+    return {"test_wins": wins, "baseline_wins": losses, "ties": ties, "unscored": 0,
+            "win_rate": None if win_rate is None else wins / DECIDED, "tie_rate": 0.1, "win_rate_ci95": ci}
 
 
 def results_dict(
@@ -41,7 +49,7 @@ def results_dict(
     identity = dict(MODEL_IDENTITY, model=model.split(":", 1)[-1]) if model != "hf:embedded" else dict(MODEL_IDENTITY)
     metrics = {
         "dpq": dpq, "dpq_ci95": ci, "items": 16,
-        "criteria": {"personalization": _criterion(p_win, 9, 5), "quality": _criterion(q_win, 8, 6)},
+        "criteria": {"personalization": _criterion(p_win), "quality": _criterion(q_win)},
         "judge_health": {"verdicts": 64, "unscored_verdicts": 0, "tie_rate": 0.1},
         "bootstrap": {"resamples": 1000, "seed": 0, "confidence": 0.95},
     }

@@ -80,7 +80,8 @@ def test_built_document_is_valid_and_complete(doc, runs, tmp_path):
     assert beta["gap"] == pytest.approx(-4.0 - 35.0)
     rejected = beta["splits"]["rejected"]
     assert rejected["dpq"] == -4.0 and rejected["dpq_ci95"] == [-16.0, 5.0] and rejected["items"] == 16
-    assert rejected["personalization"]["test_wins"] == 9 and "tie_rate" not in rejected["personalization"]
+    # dPQ -4 with P = Q: P = 0.48 of the fixture's 10,000 decided pairs
+    assert rejected["personalization"]["test_wins"] == 4800 and "tie_rate" not in rejected["personalization"]
     # Links are relative to the leaderboard's folder and point at the real file.
     assert (tmp_path / rejected["results_file"]).resolve() == (runs / "beta-rejected" / "results.json").resolve()
     assert {e["split"] for e in group["examples"]} == {"rejected", "chosen"}

@@ -85,7 +85,7 @@ def test_cli_imports_the_shared_outputs_in_place(tmp_path):
     assert loaded.load("test")[0].extra["rejected_persona_retrieved"].startswith("The user is")
     # A second identical import is a no-op, not a clash.
     again = invoke("import-outputs", str(SHARED_DATA / "beavertails"), "-o", str(out), "--json")
-    assert again.exit_code == 0 and json.loads(again.output)["tasks"][0]["task"] == "pe_paper_beavertails"
+    assert again.exit_code == 0 and json.loads(again.stdout)["tasks"][0]["task"] == "pe_paper_beavertails"
 
 
 def test_small_release_reconstructs_first_person_personas(tmp_path, caplog):
@@ -152,13 +152,13 @@ def test_no_release_here_and_clashes(tmp_path):
     assert result.exit_code == 2 and "no released outputs here" in result.output
     source = small_release(tmp_path / "release")
     out = tmp_path / "out"
-    import_paper_outputs(source, out)
+    import_paper_outputs(source, out, dataset="beavertails")  # "release" names no dataset
     yaml_path = out / "pe_paper_release.yaml"
     yaml_path.write_text(yaml_path.read_text() + "# edited\n")
     with pytest.raises(UsageError, match="exists with other content .* --overwrite"):
-        import_paper_outputs(source, out)
+        import_paper_outputs(source, out, dataset="beavertails")
     assert yaml_path.read_text().endswith("# edited\n")
-    import_paper_outputs(source, out, overwrite=True)
+    import_paper_outputs(source, out, overwrite=True, dataset="beavertails")
     assert not yaml_path.read_text().endswith("# edited\n")
 
 

@@ -315,7 +315,8 @@ def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path):
     del record["order"]
     (broken / "judgments.jsonl").write_text("\n".join([*lines[:3], "", json.dumps(record), *lines[4:]]) + "\n")
     line = _fails("view", str(broken))
-    assert f"{broken / 'judgments.jsonl'}:5: judgment record with order None" in line, line  # the blank line counts
+    # Refused while the run is read back (the record has no key), naming the line: the blank line counts.
+    assert f"{broken / 'judgments.jsonl'}:5: judgment record lacks 'order'" in line, line
     (broken / "judgments.jsonl").write_text("\n".join(lines) + "\n")
     generations = (broken / "generations.jsonl").read_text().splitlines()
     record = json.loads(generations[1])

@@ -15,6 +15,8 @@ import sys
 
 import click
 
+from persona_eval.limits import bounded
+
 
 def _options(function):
     decorators = [
@@ -31,8 +33,8 @@ def _options(function):
         click.option("--output", required=True, type=click.Path(), help="Output folder (adapter, tokenizer, metadata.json, README.md)."),
         click.option("--config", "config_path", default=None, type=click.Path(),
                      help="YAML or TOML file with hyper-parameters (defaults follow the paper)."),
-        click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps."),
-        click.option("--limit", type=int, default=None, help="Use only the first N train items (0 = all)."),
+        click.option("--max-steps", type=bounded("max_steps"), default=None, help="Stop after N optimizer steps."),
+        click.option("--limit", type=bounded("limit"), default=None, help="Use only the first N train items (0 = all)."),
         click.option("--include-path", "include_paths", multiple=True, type=click.Path(), help="Extra folder of task YAML files."),
         click.option("--resume", is_flag=True, help="Continue an interrupted training in --output from its last checkpoint."),
         click.option("--overwrite", is_flag=True, help="Replace an earlier training output in --output."),

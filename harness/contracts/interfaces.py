@@ -40,6 +40,14 @@ class Generator(abc.ABC):
         """
         return None
 
+    def context_length(self) -> int | None:
+        """The most tokens (input and output together) the model takes, where known without loading it.
+
+        None (the default): unknown, and the harness checks no context length. Where known, a
+        rendered input that cannot fit is an error naming the item before generation starts.
+        """
+        return None
+
     def close(self) -> None:
         """Release resources (servers, GPU memory)."""
 

@@ -13,11 +13,12 @@ from typing import Any, Mapping, Sequence
 from persona_eval.contracts.factories import build_generator, gen_params, generator_origin
 from persona_eval.contracts.records import Example, GenRequest, GenResult, Persona
 from persona_eval.errors import UsageError, plugin_call
+from persona_eval.limits import CHARS_PER_TOKEN_BOUND
 from persona_eval.pipeline.cached_map import cached_map
 from persona_eval.pipeline.context import RunContext
 from persona_eval.pipeline.items import ROLES
 from persona_eval.rendering.prompts import choose_shots, render_input, render_response_prefix
-from persona_eval.storage.jsonl import JsonlWriter, iter_jsonl
+from persona_eval.storage.jsonl import GENERATION_KEY, JsonlWriter, read_keyed
 
 # The option that names each role's model, for error messages.
 ROLE_OPTIONS = {"test": "--model", "baseline": "--baseline"}
@@ -51,6 +52,27 @@ def render_requests(task, strategy: str, examples: Sequence[Example], personas: 
     return requests
 
 
+def check_context_lengths(generator, requests: Sequence[GenRequest], role: str) -> None:
+    """Refuse, naming the item, an input that cannot fit the generator's context (where it says its length).
+
+    A cheap bound, no tokenizer: an input longer than `CHARS_PER_TOKEN_BOUND` characters per
+    token of the context left after ``max_new_tokens`` is refused (natural text averages about
+    4 characters a token). Inputs under the bound may still be cut by the backend itself.
+    """
+    context = generator.context_length() if callable(getattr(generator, "context_length", None)) else None
+    if not context:
+        return
+    for request in requests:
+        room = max(0, int(context) - int(request.params.max_new_tokens or 0))
+        chars = len(request.prompt) + len(request.system or "") + len(request.response_prefix or "")
+        if chars > room * CHARS_PER_TOKEN_BOUND:
+            raise UsageError(
+                f"item {request.id!r} ({ROLE_OPTIONS.get(role, role)}): the rendered input is {chars:,} characters, "
+                f"more than {CHARS_PER_TOKEN_BOUND} per token of the model's {context:,}-token context "
+                f"after {request.params.max_new_tokens} new tokens"
+            )
+
+
 def check_resumable(path, role, examples, personas, requests, done) -> None:
     """Records resumed from an earlier run must have seen exactly today's input and persona.
 
@@ -75,7 +97,7 @@ def generate_stage(ctx: RunContext, examples: Sequence[Example], personas: Seque
     """Generate both roles; returns the slim record of every (item id, role). Sets the roles' identities."""
     path = ctx.out_dir / "generations.jsonl"
     # In memory a generation keeps only what judging reads; the whole record is on disk.
-    done = {(r["item_id"], r["role"]): slim_generation(r) for r in iter_jsonl(path, repair_tail=True)}
+    done = {k: slim_generation(r) for k, r in read_keyed(path, GENERATION_KEY, what="generation", repair_tail=True).items()}
     # Each record is flushed as it is written (a killed process loses none); the fsync for
     # power loss is paid once per batch, not per record (~7 ms each on a slow disk: 14 s
     # of a fully cached 1,000-item rerun).

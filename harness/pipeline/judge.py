@@ -22,7 +22,7 @@ from persona_eval.pipeline.items import JudgeItem
 from persona_eval.pipeline.judges import JudgeChoice
 from persona_eval.rendering.prompts import render_template
 from persona_eval.scoring.metrics import ORDERS
-from persona_eval.storage.jsonl import JsonlWriter, iter_jsonl
+from persona_eval.storage.jsonl import JUDGMENT_KEY, JsonlWriter, read_keyed
 
 # Items judged per `cached_map` call: big enough that the overlapping batches stay busy,
 # small enough that a chunk's pair requests are a few MB however long the run.
@@ -99,7 +99,9 @@ def judge_stage(ctx: RunContext, choices: Sequence[JudgeChoice], options: Mappin
     # In memory, a judgment keeps only what scoring reads; the whole record, raw judge
     # output included, is on disk. Pair requests (rendered instruction and both responses)
     # exist for one chunk of items at a time. Memory stays flat in the items.
-    existing = [slim_judgment(r) for r in iter_jsonl(path, repair_tail=True)]
+    # Two different records for one (item, criterion, order, judge, judge_key) are an error; identical ones count once.
+    existing = list(read_keyed(path, JUDGMENT_KEY, required=("item_id", "criterion", "order"), transform=slim_judgment,
+                               what="judgment", repair_tail=True).values())
     wanted = {(item.id, name, order) for item in items for name in task.spec.judge.criteria for order in ORDERS}
     by_label: dict[str, list[dict[str, Any]]] = {}
     identities: dict[str, dict[str, Any]] = {}

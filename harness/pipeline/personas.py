@@ -2,7 +2,9 @@
 
 The persona source (gold, retrieved, user, ...) is built from its name and options; a
 persona whose text is None means "leave this item out" (``--on-missing skip``). This stage
-runs before the run directory exists, so a bad persona file leaves nothing behind.
+runs before the run directory exists, so a bad persona file leaves nothing behind. Prompts
+and personas longer than `limits.TEXT` are refused here, naming the item (and the file and
+line of a user-written persona).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from persona_eval.contracts.factories import build_persona_source
 from persona_eval.contracts.records import Example, Persona
 from persona_eval.errors import RunError, UsageError, plugin_call
+from persona_eval.limits import check_text
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +28,25 @@ def test_examples(task, limit: int | None) -> list[Example]:
             raise UsageError("--limit must be zero (all items) or positive")
         if limit > 0:
             examples = examples[:limit]
+    check_prompt_lengths(examples)
     return examples
+
+
+def check_prompt_lengths(examples) -> None:
+    """Every item's prompt within `limits.TEXT['prompt']`; the error names the item."""
+    for example in examples:
+        check_text("prompt", example.prompt, what=f"the prompt of item {example.id!r}")
+
+
+def check_persona_lengths(name: str, examples, personas) -> None:
+    """Every persona within `limits.TEXT['persona']`; the error names the item and, for a file, where it is."""
+    for example, persona in zip(examples, personas):
+        if persona.text is None:
+            continue
+        provenance = persona.provenance if isinstance(persona.provenance, dict) else {}
+        where = provenance.get("where") or provenance.get("file")
+        check_text("persona", persona.text, what=f"the {name} persona of item {example.id!r}",
+                   where=str(where) if where else None)
 
 
 def with_personas(source, name: str, examples: list[Example], split: str) -> tuple[list[Example], list[Persona], list[str]]:
@@ -33,6 +54,7 @@ def with_personas(source, name: str, examples: list[Example], split: str) -> tup
     personas = plugin_call(f"persona source {name!r}", source.personas, examples, split)
     if len(personas) != len(examples):
         raise RunError(f"persona source {name!r} returned {len(personas)} personas for {len(examples)} items")
+    check_persona_lengths(name, examples, personas)
     skipped = [ex.id for ex, persona in zip(examples, personas) if persona.text is None]
     if not skipped:
         return examples, personas, []

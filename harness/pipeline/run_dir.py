@@ -13,7 +13,7 @@ from typing import Any
 
 from persona_eval.errors import UsageError
 from persona_eval.pipeline.items import ROLES, JudgeItem
-from persona_eval.storage.jsonl import read_jsonl
+from persona_eval.storage.jsonl import GENERATION_KEY, read_keyed
 
 
 def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], Any, list[JudgeItem], dict[tuple[str, str], str]]:
@@ -39,15 +39,14 @@ def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], Any, list[JudgeItem], d
     task = Task(spec=spec, path=Path(config["task"].get("path") or run_dir / "task.yaml"), raw=resolved)
 
     generations_path = run_dir / "generations.jsonl"
-    records = read_jsonl(generations_path)
+    # Two different records for one (item, role) are an error naming the line; identical ones count once.
+    records = read_keyed(generations_path, GENERATION_KEY, what="generation")
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     order: list[str] = []
-    for record in records:
-        try:
-            item_id, role = str(record["item_id"]), record["role"]
-            record["response"]
-        except KeyError as exc:
-            raise UsageError(f"generation record lacks {exc}", where=str(generations_path)) from exc
+    for record in records.values():
+        item_id, role = str(record["item_id"]), record["role"]
+        if "response" not in record:
+            raise UsageError(f"generation record for item {item_id!r} ({role}) lacks 'response'", where=str(generations_path))
         if role not in ROLES:
             continue
         if item_id not in order:

@@ -65,7 +65,15 @@ def _naming(exc: OSError, path: Path) -> OSError:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Write `obj` as strict JSON: NaN or Infinity (which JSON has no words for) is an error naming the file."""
+    try:
+        text = json.dumps(obj, indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError as exc:
+        from persona_eval.errors import RunError
+
+        raise RunError(f"not written: a value is not a finite number ({exc}); JSON has no NaN or Infinity",
+                       where=str(path)) from exc
+    atomic_write_text(path, text + "\n")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -16,8 +16,7 @@ whose name starts with ``_``, which is where bases live (the paper tasks' in tas
 
 from __future__ import annotations
 
-import csv
-import json
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -112,7 +111,9 @@ class Task:
         if value is None:
             return None
         if self.spec.dataset.hub is None:
-            return [(self.data_dirs.get(partition, self.base_dir) / value).resolve()]
+            from persona_eval.storage.readers import resolve_path
+
+            return [resolve_path(self.data_dirs.get(partition, self.base_dir) / value, "data file")]
         local = self.local_copy()
         if local is None:
             return None
@@ -125,12 +126,13 @@ class Task:
                 found = sorted(p for p in root.glob(pattern.format(split=glob_escape(value))) if p.is_file())
                 if found:
                     return [p.resolve() for p in found]
-        where = f"{folder}/{config}/ or {folder}/" if config else f"{folder}/"
+        # The folder is the place (named once, in front); the message stays one short line.
+        inside = f"{config}/ and ./" if config else "./"
         raise UsageError(
-            f"the local copy {str(folder)!r} (from {origin}) has no file for split {value!r} of {self.spec.dataset.hub.path!r}"
-            f"{f' ({config})' if config else ''}: looked in {where} for {value}.parquet, {value}.jsonl, {value}.json, "
+            f"this local copy (from {origin}) has no file for split {value!r} of {self.spec.dataset.hub.path!r}"
+            f"{f' ({config})' if config else ''}: looked in {inside} for {value}.parquet, {value}.jsonl, {value}.json, "
             f"{value}.csv, {value}-*.parquet, {value}/*.parquet and {value}/ saved with save_to_disk",
-            where=str(self.path),
+            where=str(folder),
         )
 
     def data_path(self, partition: str) -> Path | None:
@@ -238,42 +240,16 @@ def _template_where(task: Task, root, loc: tuple) -> str:
 
 
 def _read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Records with their location (file:line or file:row) for error messages."""
+    """Records with their location (file:line or file[row]) for error messages (`storage.readers`)."""
+    from persona_eval.storage.readers import link_problem, read_table
+
     if not path.exists():
-        raise UsageError("data file not found", where=str(path))
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        from persona_eval.storage.jsonl import iter_jsonl
-
-        records = []
-        with open(path, "rb") as handle:
-            line_numbers = [i for i, line in enumerate(handle, start=1) if line.strip()]
-        for number, record in zip(line_numbers, iter_jsonl(path)):
-            records.append((f"{path}:{number}", record))
-        return records
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UsageError(f"malformed JSON: {exc}", where=str(path)) from exc
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise UsageError("a JSON data file must hold a list of objects", where=str(path))
-        return [(f"{path}[{i}]", r) for i, r in enumerate(data)]
-    if suffix in (".csv", ".tsv"):
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-                return [(f"{path}:{i}", dict(r)) for i, r in enumerate(reader, start=2)]
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"not UTF-8 text ({exc.reason})", where=str(path)) from exc
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        return [(f"{path}[{i}]", r) for i, r in enumerate(table.to_pylist())]
-    raise UsageError(f"unsupported data file type {suffix!r} (use .jsonl, .json, .csv, .tsv or .parquet)", where=str(path))
+        problem = link_problem(path)
+        raise UsageError(f"data file {problem}" if problem else "data file not found", where=str(path))
+    if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+        raise UsageError(f"unsupported data file type {path.suffix.lower()!r} (use .jsonl, .json, .csv, .tsv or .parquet)",
+                         where=str(path))
+    return read_table(path)
 
 
 def _import_datasets():
@@ -311,16 +287,18 @@ def _load_hub_records(task: Task, partition: str) -> list[tuple[str, dict[str, A
     try:
         ds = datasets.load_dataset(hub.path, hub.name, revision=hub.revision, split=split)
     except Exception as exc:  # noqa: BLE001 - hub, network and cache errors alike
-        detail = str(exc).strip().splitlines()
+        # The library's own message is long (URLs, retries): logged, not put in the one-line error.
+        logging.getLogger(__name__).info("loading %s from the hub failed: %s", hub.path, exc)
         env = task.spec.dataset.data_dir_env
         variables = f"${env} or ${DATA_DIR_ENV}" if env and env != DATA_DIR_ENV else f"${DATA_DIR_ENV}"
         layout = f"DIR/{hub.name}/{split}.parquet" if hub.name else f"DIR/{split}.parquet"
         raise UsageError(
-            f"neither the Hugging Face hub nor a local copy of {hub.path!r} is reachable: loading "
+            f"neither the Hugging Face hub nor a local copy of {hub.path!r} is reachable: "
             f"{f'config {hub.name!r}, ' if hub.name else ''}split {split!r}"
-            f"{f' at revision {hub.revision}' if hub.revision else ''} from the hub failed "
-            f"({type(exc).__name__}: {detail[0] if detail else 'no message'}) and no local copy is configured; "
-            f"download the dataset and pass --data-dir DIR or set {variables} (e.g. {layout} or .jsonl)",
+            # The short commit (8 hex digits) is enough to tell revisions apart in one line.
+            f"{f' at revision {hub.revision[:8]}' if hub.revision else ''} failed on the hub "
+            f"({type(exc).__name__}, logged with -v); "
+            f"pass --data-dir DIR or set {variables} (e.g. {layout})",
             where=str(task.path),
         ) from exc
     return [(f"{hub.path}/{split}[{i}]", dict(r)) for i, r in enumerate(ds)]

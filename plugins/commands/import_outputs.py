@@ -19,6 +19,14 @@ no tailored file has that persona), and writes into OUT_DIR:
   ``persona-eval run`` commands for the paper's comparisons (PT vs DPO with the same persona,
   and vs the no-persona baseline).
 
+The dataset folder's name says whose judge criteria apply (beavertails; hhh, anthropic_hhh or
+"Anthropic HHH"; mnemonic); a folder of any other name is refused unless ``--dataset
+beavertails|hhh|mnemonic`` names the dataset, and a ``--dataset`` that contradicts a known folder
+name is refused too. Every file (or folder) that is not imported is reported with the reason (a
+name outside ``<model>__<persona>.json``, an unknown persona, an unsafe model part such as
+``..``, not a ``.json`` file, ...): on stderr by the command, and under ``skipped`` in
+``models.json``. A name part is never used to build a path.
+
 The released files are read in place and never copied. Everything is parsed and checked
 before anything is written; files are written whole (temporary file, then rename), and an
 existing different file in OUT_DIR is replaced only with ``--overwrite``.
@@ -55,6 +63,10 @@ _RESPONSE = re.compile(r"\nResponse:(?P<prefix>[^\n]*)\Z")
 # Released dataset folder names -> the packaged task whose judge criteria and prompts apply.
 PACKAGED = {"beavertails": "pe_beavertails", "hhh": "pe_anthropic_hhh", "anthropic_hhh": "pe_anthropic_hhh",
             "anthropichhh": "pe_anthropic_hhh", "mnemonic": "pe_mnemonic"}
+# `--dataset` values -> the packaged task whose judge criteria apply.
+DATASETS = {"beavertails": "pe_beavertails", "hhh": "pe_anthropic_hhh", "mnemonic": "pe_mnemonic"}
+_MODEL_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_NAMING = "<model>__<persona>.json"
 PAPER_JUDGE_MODEL = "vllm:prometheus-eval/prometheus-7b-v2.0"
 
 
@@ -113,33 +125,83 @@ def _first_person_inverse(tail: str) -> str:
     return tail.strip()
 
 
-def dataset_folders(root: Path) -> list[Path]:
-    """ROOT itself when it holds released files, else its sub-folders that do."""
+def _shown(name: str) -> str:
+    """A file name as printed: as is, or escaped when it holds a line break or other control character."""
+    return name if name.isprintable() else ascii(name)
+
+
+def _unsafe_part(part: str) -> bool:
+    return part in ("", ".", "..") or "/" in part or "\\" in part
+
+
+def _parse_name(name: str) -> tuple[str, str] | str:
+    """(model, persona) of a released file's name, or why a file of that name is not imported."""
+    if not name.endswith(".json"):
+        return "not a .json file"
+    match = _FILE_NAME.match(name)
+    if match is not None:
+        model, persona = match.group("model"), match.group("persona")
+    else:
+        stem = name[: -len(".json")]
+        if "__" not in stem:
+            return f"not named {_NAMING}"
+        model, _, persona = stem.partition("__")
+    if _unsafe_part(model):
+        return f"unsafe model part {model!r} (empty, '.', '..' or a path separator)"
+    if not _MODEL_PART.fullmatch(model):
+        return f"model part {model!r} is not a name (letters, digits, '_', '.', '-', starting with a letter or digit)"
+    if persona != "none" and persona not in PERSONA_KINDS:
+        return f"persona part {persona!r} is none of: none, {', '.join(PERSONA_KINDS)}"
+    return model, persona
+
+
+def _looks_released(path: Path) -> bool:
+    return path.name.endswith(".json") and "__" in path.name and path.is_file()
+
+
+def dataset_folders(root: Path, skipped: list[dict[str, str]] | None = None) -> list[Path]:
+    """ROOT itself when it holds released files, else its sub-folders that do.
+
+    With SKIPPED, the entries of ROOT that are not read (when its sub-folders are) are added to it.
+    """
     def has_files(folder: Path) -> bool:
-        return any(_FILE_NAME.match(p.name) for p in folder.glob("*.json"))
+        return any(_looks_released(p) for p in folder.iterdir())
 
     if has_files(root):
         return [root]
-    found = sorted(p for p in root.iterdir() if p.is_dir() and has_files(p))
+    found, ignored = [], []
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and has_files(entry):
+            found.append(entry)
+        elif entry.is_dir():
+            ignored.append({"file": str(entry), "reason": f"a folder without {_NAMING} files"})
+        else:
+            ignored.append({"file": str(entry), "reason": "beside the dataset folders (only the files in them are read)"})
     if not found:
         raise UsageError("no released outputs here: expected <model>__<persona>.json files "
                          "(e.g. pt_dpo__gold-rejected.json) in the folder or its sub-folders", where=str(root))
+    if skipped is not None:
+        skipped.extend(ignored)
     return found
 
 
-def _load_folder(folder: Path) -> list[Released]:
-    files = []
-    for path in sorted(folder.glob("*.json")):
-        match = _FILE_NAME.match(path.name)
-        if match is None:
+def _load_folder(folder: Path, skipped: list[dict[str, str]] | None = None) -> list[Released]:
+    files, ignored = [], []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            ignored.append({"file": str(path), "reason": "not a file (a dataset folder's sub-folders are not read)"})
             continue
-        persona = match.group("persona")
-        if persona != "none" and persona not in PERSONA_KINDS:
-            logger.warning("skipping %s: persona %r is none of: none, %s", path.name, persona, ", ".join(PERSONA_KINDS))
+        parsed = _parse_name(path.name)
+        if isinstance(parsed, str):
+            ignored.append({"file": str(path), "reason": parsed})
             continue
-        files.append(Released(path=path.resolve(), model=match.group("model"), persona=persona, rows=_read_released(path)))
+        model, persona = parsed
+        files.append(Released(path=path.resolve(), model=model, persona=persona, rows=_read_released(path)))
     if not files:
-        raise UsageError("no released outputs (<model>__<persona>.json) in this folder", where=str(folder))
+        detail = f"; all {len(ignored)} skipped, first {_shown(Path(ignored[0]['file']).name)}: {ignored[0]['reason']}" if ignored else ""
+        raise UsageError(f"no released outputs ({_NAMING}) in this folder{detail}", where=str(folder))
+    if skipped is not None:
+        skipped.extend(ignored)
     sizes = {len(f.rows) for f in files}
     if len(sizes) > 1:
         detail = ", ".join(f"{f.path.name}: {len(f.rows)}" for f in files)
@@ -231,22 +293,39 @@ def _personas(files: list[Released], count: int) -> tuple[dict[str, list[str]], 
     return columns, origin
 
 
-def _packaged_task(slug: str) -> tuple[str, dict[str, Any]]:
+def _criteria_task(folder: Path, dataset: str | None) -> str:
+    """The packaged task whose judge criteria apply to FOLDER: by its name, or by --dataset."""
+    known = PACKAGED.get(_slug(folder.name))
+    if dataset is None:
+        if known is None:
+            raise UsageError(f"dataset folder {folder.name!r} is none of beavertails, hhh (anthropic_hhh), mnemonic; "
+                             f"pass --dataset {'|'.join(DATASETS)} to say whose judge criteria apply", where=str(folder))
+        return known
+    if dataset not in DATASETS:
+        raise UsageError(f"--dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    wanted = DATASETS[dataset]
+    if known is not None and known != wanted:
+        named = next(key for key, value in DATASETS.items() if value == known)
+        raise UsageError(f"--dataset {dataset} contradicts the folder's name {folder.name!r} ({named}'s outputs); "
+                         "drop --dataset or rename the folder", where=str(folder))
+    return wanted
+
+
+def _packaged_task(name: str) -> tuple[str, dict[str, Any]]:
     """The packaged paper task's name and its settings, with its `include:` bases merged in."""
     from persona_eval.taskfile.loading import discover_tasks, load_task
 
-    name = PACKAGED.get(slug, "pe_beavertails")
     tasks = discover_tasks()
     if name not in tasks:
         raise UsageError(f"the packaged task {name!r} is not installed; reinstall persona-eval")
     return name, load_task(tasks[name]).raw
 
 
-def _task_yaml(task_name: str, slug: str, folder: Path, columns: dict[str, list[str]], count: int,
+def _task_yaml(task_name: str, criteria: str, folder: Path, columns: dict[str, list[str]], count: int,
                judge_feedback: bool) -> tuple[str, str]:
     import yaml
 
-    packaged_name, packaged = _packaged_task(slug)
+    packaged_name, packaged = _packaged_task(criteria)
     judge = json.loads(json.dumps(packaged.get("judge", {})))
     if not judge_feedback:
         judge.setdefault("options", {})["feedback"] = False
@@ -330,8 +409,12 @@ def _quote(text: str) -> str:
 
 
 def import_paper_outputs(source: str | Path, out_dir: str | Path, *, prefix: str = "pe_paper_",
-                         judge_feedback: bool = True, overwrite: bool = False) -> dict[str, Any]:
-    """Import every dataset folder under SOURCE into OUT_DIR; returns the manifest (also written)."""
+                         judge_feedback: bool = True, overwrite: bool = False, dataset: str | None = None) -> dict[str, Any]:
+    """Import every dataset folder under SOURCE into OUT_DIR; returns the manifest (also written).
+
+    DATASET (beavertails, hhh, mnemonic) names whose judge criteria apply when a folder's name does
+    not; the manifest's ``skipped`` lists every file not imported, with the reason.
+    """
     from persona_eval.storage.files import atomic_write_json, atomic_write_text
     from persona_eval.taskfile.loading import load_task
 
@@ -344,12 +427,16 @@ def import_paper_outputs(source: str | Path, out_dir: str | Path, *, prefix: str
 
     # 1. Parse and check everything before writing anything.
     planned: list[dict[str, Any]] = []
-    for folder in dataset_folders(source.resolve()):
-        files = _load_folder(folder)
+    skipped: list[dict[str, str]] = []
+    if dataset is not None and dataset not in DATASETS:
+        raise UsageError(f"--dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    for folder in dataset_folders(source.resolve(), skipped):
+        files = _load_folder(folder, skipped)
         questions = _questions(files, folder)
         for released in files:
             _classify(released, questions)
         columns, origin = _personas(files, len(questions))
+        criteria = _criteria_task(folder, dataset)
         slug = _slug(folder.name)
         task_name = f"{prefix}{slug}"
         rows = []
@@ -357,7 +444,7 @@ def import_paper_outputs(source: str | Path, out_dir: str | Path, *, prefix: str
             row = {"id": f"test-{index}", "prompt": question}
             row.update({column: values[index] for column, values in columns.items()})
             rows.append(row)
-        text, packaged_name = _task_yaml(task_name, slug, folder, columns, len(questions), judge_feedback)
+        text, packaged_name = _task_yaml(task_name, criteria, folder, columns, len(questions), judge_feedback)
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         planned.append({"folder": folder, "files": files, "task": task_name, "yaml": text, "data": data,
                         "origin": origin, "packaged": packaged_name, "items": len(questions)})
@@ -392,6 +479,7 @@ def import_paper_outputs(source: str | Path, out_dir: str | Path, *, prefix: str
             "dataset_folder": str(plan["folder"]), "items": plan["items"], "judge_criteria_from": plan["packaged"],
             "personas_from": plan["origin"], "models": entries, "comparisons": _commands(task_path, entries),
         })
+    manifest["skipped"] = skipped
     atomic_write_json(out_dir / "models.json", manifest)
     return manifest
 
@@ -408,9 +496,13 @@ def import_paper_outputs(source: str | Path, out_dir: str | Path, *, prefix: str
                    "P(A)/P(B) at once (for a small local judge such as hf:embedded).")
 @click.option("--overwrite", is_flag=True, help="Replace files of an earlier import in the output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (models.json) instead of the summary.")
-def import_outputs_command(source, fmt, out_dir, prefix, judge_feedback, overwrite, as_json):
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
+              help="Whose judge criteria apply, for a dataset folder not named beavertails, hhh or mnemonic.")
+def import_outputs_command(source, fmt, out_dir, prefix, judge_feedback, overwrite, as_json, dataset):
     """Turn released model outputs into a local task and `file:` models you can judge with `persona-eval run`."""
-    manifest = import_paper_outputs(source, out_dir, prefix=prefix, judge_feedback=judge_feedback, overwrite=overwrite)
+    manifest = import_paper_outputs(source, out_dir, prefix=prefix, judge_feedback=judge_feedback, overwrite=overwrite,
+                                    dataset=dataset)
+    _report_skipped(manifest, Path(source))
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
@@ -431,6 +523,23 @@ def import_outputs_command(source, fmt, out_dir, prefix, judge_feedback, overwri
             for comparison in task["comparisons"][:2]:
                 console.print(comparison["command"], soft_wrap=True, markup=False, highlight=False)
     console.print(f"Manifest with every model spec and comparison command: {Path(out_dir).resolve() / 'models.json'}")
+
+
+def _report_skipped(manifest: dict[str, Any], source: Path, shown: int = 10) -> None:
+    """One stderr line per file not imported (the first SHOWN; the rest are counted), with the reason."""
+    skipped = manifest.get("skipped") or []
+    if not skipped:
+        return
+    root = Path(manifest["source"])
+    count = len(skipped)
+    click.echo(f"Skipped {count} file{'s' if count != 1 else ''} of {source} (not imported; listed under "
+               "\"skipped\" in models.json):", err=True)
+    for entry in skipped[:shown]:
+        path = Path(entry["file"])
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        click.echo(f"  {_shown(name)}: {entry['reason']}", err=True)
+    if count > shown:
+        click.echo(f"  ... and {count - shown} more", err=True)
 
 
 @hookimpl

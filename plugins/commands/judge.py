@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from persona_eval.cli_options import bounded
 from persona_eval.contracts.hookspecs import hookimpl
 
 
@@ -22,7 +23,7 @@ from persona_eval.contracts.hookspecs import hookimpl
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Where to write (default: RUN_DIR/judge-<judges>-<model>-<hash>).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for intervals.")
+@click.option("--bootstrap", type=bounded("bootstrap"), default=1000, show_default=True, help="Bootstrap resamples for intervals.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_cache, bootstrap, as_json, quiet):

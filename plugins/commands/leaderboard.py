@@ -18,6 +18,8 @@ from persona_eval.contracts.hookspecs import hookimpl
 def register_commands(cli):
     import click
 
+    from persona_eval.cli_options import bounded
+
     @cli.group(name="leaderboard")
     def leaderboard():
         """Build, show, render and publish leaderboards of comparable runs."""
@@ -27,7 +29,7 @@ def register_commands(cli):
     @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Leaderboard JSON to write.")
     @click.option("--allow-mixed", is_flag=True,
                   help="Accept results that are not comparable, in separate tables (one per task/judge/baseline/persona source).")
-    @click.option("--examples", type=click.IntRange(0, 10), default=2, show_default=True,
+    @click.option("--examples", type=bounded("examples"), default=2, show_default=True,
                   help="Example personas per split to show on the page (read from each run's generations.jsonl).")
     @click.option("--title", default=None, help="Title of the leaderboard page.")
     # The choices are spelled out here (not imported) so `--help` stays light.

@@ -29,6 +29,12 @@ def _summary(provenance: dict[str, Any]) -> str:
     return escape(", ".join(f"{k}={v}" for k, v in provenance.items() if not isinstance(v, (dict, list))))
 
 
+#: The most of a persona the table shows (the whole text goes to -o). rich wraps a cell by
+#: re-partitioning the rest of its text at every line, quadratic in its length: a 10 MB
+#: persona took minutes to print. Bounding what the table holds keeps printing linear.
+TABLE_PERSONA_CHARS = 600
+
+
 def _shorten(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -38,19 +44,18 @@ def personas_records(task_name, split, source_name, source_options, limit, inclu
     """One record per test item (item, prompt, persona, provenance), and the source's identity."""
     from persona_eval.contracts.factories import build_persona_source
     from persona_eval.errors import UsageError
+    from persona_eval.pipeline.personas import check_persona_lengths, test_examples
     from persona_eval.taskfile.loading import resolve_task
 
     task = resolve_task(task_name, list(include_paths))
     if split not in task.spec.splits:
         raise UsageError(f"task {task.name!r} has no split {split!r}; it has: {', '.join(task.spec.splits)}")
-    if limit is not None and limit < 0:
-        raise UsageError("--limit must be zero (all items) or positive")
-    examples = task.load("test")
-    if limit:
-        examples = examples[:limit]
+    examples = test_examples(task, limit)  # the first `limit` items (0 or None: all), prompts checked
     name = source_name or task.spec.persona_source
     source = build_persona_source(name, task, **source_options)
     personas = source.personas(examples, split)
+    # Personas over `limits.TEXT` are refused, as a run would refuse them, before anything is printed.
+    check_persona_lengths(name, examples, personas)
     records = []
     for example, persona in zip(examples, personas):
         records.append({
@@ -67,7 +72,7 @@ def personas_records(task_name, split, source_name, source_options, limit, inclu
 
 @hookimpl
 def register_commands(cli):
-    from persona_eval.cli_options import persona_options, persona_source_choice
+    from persona_eval.cli_options import bounded, persona_options, persona_source_choice
 
     @cli.command(name="personas")
     @click.option("--task", "task", default=None, help="Task name or YAML path (default: demo).")
@@ -75,7 +80,7 @@ def register_commands(cli):
                   help="Which side's personas: chosen or rejected.")
     @click.option("--source", "source", default=None, help="Persona source: gold, retrieved, user, ... (default: the task's).")
     @persona_options
-    @click.option("--limit", type=int, default=None, help="Only the first N test items (0 or unset = all).")
+    @click.option("--limit", type=bounded("limit"), default=None, help="Only the first N test items (0 or unset = all).")
     @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write JSON Lines here (one item a line).")
     @click.option("--include-path", "include_paths", multiple=True, type=click.Path(), help="Extra folder of task YAML files.")
     @click.option("--quiet", is_flag=True, help="With -o: do not print the table.")
@@ -101,7 +106,8 @@ def register_commands(cli):
             for record in records:
                 table.add_row(
                     escape(record["item_id"]), escape(_shorten(record["prompt"], 60)),
-                    escape(record["persona"]) if record["persona"] is not None else "[yellow](none)[/yellow]",
+                    escape(_shorten(record["persona"], TABLE_PERSONA_CHARS)) if record["persona"] is not None
+                    else "[yellow](none)[/yellow]",
                     _summary(record["persona_provenance"]),
                 )
             console.print(table)

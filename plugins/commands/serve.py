@@ -14,13 +14,15 @@ from persona_eval.contracts.hookspecs import hookimpl
 def register_commands(cli):
     import click
 
+    from persona_eval.cli_options import bounded
+
     @cli.command(name="serve-openai")
     @click.option("--model", default="hf:embedded", show_default=True, help="Generator spec to serve, e.g. hf:embedded.")
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
-    @click.option("--port", type=int, default=8000, show_default=True, help="Port (0 picks a free one).")
+    @click.option("--port", type=bounded("port"), default=8000, show_default=True, help="Port (0 picks a free one).")
     @click.option("--served-name", default=None, help="Model name clients send (default: the spec's model part).")
-    @click.option("--max-batch", type=int, default=None, help="Most requests generated together (default: backend's).")
-    @click.option("--batch-wait-ms", type=float, default=5.0, show_default=True,
+    @click.option("--max-batch", type=bounded("max_batch"), default=None, help="Most requests generated together (default: backend's).")
+    @click.option("--batch-wait-ms", type=bounded("batch_wait_ms"), default=5.0, show_default=True,
                   help="How long a request waits for others to share its batch.")
     @click.option("--api-key-env", default=None,
                   help="Require clients to send the key held in this environment variable.")

@@ -29,12 +29,9 @@ never reuses another's cache entries. Generation parameters are ignored.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any, Sequence
 
 from persona_eval.contracts.hookspecs import hookimpl
@@ -94,7 +91,13 @@ class FileGenerator(Generator):
         prompt_field: str | None = None,
         response_field: str | None = None,
     ):
-        self.path = Path(os.path.expanduser(str(model))).resolve()
+        from persona_eval.storage.readers import link_problem, resolve_path
+
+        given = os.path.expanduser(str(model))
+        problem = None if os.path.exists(given) else link_problem(given)
+        if problem:
+            raise UsageError(f"file: the file of precomputed outputs {problem}", where=given)
+        self.path = resolve_path(given, "the file of precomputed outputs", prefix="file: ")
         if key not in (None, "auto", "id", "prompt"):
             raise UsageError(f"file: key={key!r}; use key=id or key=prompt")
         self.key = None if key in (None, "auto") else key
@@ -131,46 +134,22 @@ class FileGenerator(Generator):
     # -- reading -------------------------------------------------------------------------
 
     def _read(self) -> list[tuple[str, dict[str, Any]]]:
-        """(location, row) pairs; location is "file:line" or "file: element N"."""
+        """(location, row) pairs; location is "file:line" or "file: element N" (`storage.readers`)."""
+        from persona_eval.storage.readers import parse_json, read_csv, read_jsonl_values, read_text
+
         suffix = self.path.suffix.lower()
         name = str(self.path)
-        try:
-            if suffix in (".jsonl", ".ndjson"):
-                rows = []
-                with open(self.path, encoding="utf-8") as handle:
-                    for number, line in enumerate(handle, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            row = json.loads(line)
-                        except ValueError as exc:
-                            raise UsageError(f"file: not valid JSON ({exc.msg})", where=f"{name}:{number}") from None
-                        if not isinstance(row, dict):
-                            raise UsageError("file: each line must be a JSON object", where=f"{name}:{number}")
-                        rows.append((f"{name}:{number}", row))
-                return rows
-            if suffix in (".csv", ".tsv"):
-                with open(self.path, encoding="utf-8-sig", newline="") as handle:
-                    reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-                    rows = []
-                    for row in reader:
-                        if None in row:
-                            raise UsageError("file: more cells than header columns", where=f"{name}:{reader.line_num}")
-                        rows.append((f"{name}:{reader.line_num}", row))
-                    return rows
-            if suffix == ".json":
-                with open(self.path, encoding="utf-8") as handle:
-                    try:
-                        data = json.load(handle)
-                    except ValueError as exc:
-                        line = getattr(exc, "lineno", None)
-                        raise UsageError(f"file: not valid JSON ({getattr(exc, 'msg', exc)})",
-                                         where=f"{name}:{line}" if line else name) from None
-                return self._json_rows(data, name)
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"file: not UTF-8 text (byte {exc.start})", where=name) from None
-        except OSError as exc:
-            raise UsageError(f"file: cannot read: {exc.strerror}", where=name) from None
+        if suffix in (".jsonl", ".ndjson"):
+            rows = read_jsonl_values(self.path, prefix="file: ", message="not valid JSON")
+            for where, row in rows:
+                if not isinstance(row, dict):
+                    raise UsageError("file: each line must be a JSON object", where=where)
+            return rows
+        if suffix in (".csv", ".tsv"):
+            return read_csv(self.path, "\t" if suffix == ".tsv" else ",", prefix="file: ")[1]
+        if suffix == ".json":
+            return self._json_rows(parse_json(read_text(self.path, prefix="file: "), name, prefix="file: ",
+                                              message="not valid JSON"), name)
         raise UsageError(f"file: unknown format {suffix or '(no extension)'!r}; use .json, .jsonl or .csv", where=name)
 
     @staticmethod

@@ -70,6 +70,12 @@ def _resolve_device(name: str | None) -> str:
         return "cpu"
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"hf: device {name!r} asked for, but no CUDA GPU is available")
+    try:
+        # torch parses the name ("cpu", "cuda:1", "mps", ...) here, at construction: a typo
+        # fails before the run folder exists, not when the weights are moved.
+        torch.device(str(name))
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"hf: device {str(name)[:40]!r} is not a torch device (cpu, cuda, cuda:N, mps, ...)") from exc
     return str(name)
 
 
@@ -190,6 +196,23 @@ class HFGenerator(Generator):
                 "chat_template": self.use_chat_template,
             }
         return self._identity
+
+    def context_length(self) -> int | None:
+        """The model's position limit from its config.json (read without the weights), or None."""
+        if not hasattr(self, "_context_length"):
+            self._context_length = None
+            try:
+                from transformers import AutoConfig
+
+                config = AutoConfig.from_pretrained(self.path, revision=self.revision, trust_remote_code=self.trust_remote_code)
+                for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+                    value = getattr(config, name, None)
+                    if isinstance(value, int) and value > 0:
+                        self._context_length = value
+                        break
+            except Exception:  # noqa: BLE001 - unknown is allowed: the harness then checks nothing
+                pass
+        return self._context_length
 
     # -- rendering -----------------------------------------------------------------------
 

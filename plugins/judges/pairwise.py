@@ -28,6 +28,13 @@ def reask_params(params: GenParams, attempt: int, min_temperature: float | None 
     )
 
 
+def _switch(option: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        from persona_eval.errors import UsageError
+
+        raise UsageError(f"judge option {option}={str(value)[:40]!r}: expected true or false")
+
+
 @dataclass
 class Asking:
     """Where one `compare` call stands: kept per call, since a judge may run several calls at once."""
@@ -53,6 +60,9 @@ class PairwiseJudge(Judge):
     written_option: str
 
     def __init__(self, generator: Generator, params: GenParams | None, max_attempts: int, use_logprobs: bool, written: bool):
+        # A switch given as text on the command line (``feedback=maybe``) would otherwise be truthy.
+        _switch("use_logprobs", use_logprobs)
+        _switch(self.written_option, written)
         self.generator = generator
         self.params = params or GenParams(max_new_tokens=256)
         self.max_attempts = max(1, int(max_attempts))

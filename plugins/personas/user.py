@@ -16,8 +16,6 @@ the persona stage leaves those items out of the run and records which.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,37 +71,21 @@ def _entry_from_record(record: Any, where: str) -> Entry:
 
 
 def _read_jsonl(path: Path) -> list[Entry]:
-    entries = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise UsageError(f"not UTF-8 text ({exc.reason})", where=where) from exc
-            except ValueError as exc:
-                raise UsageError(f"malformed JSON: {exc}", where=where) from exc
-            entries.append(_entry_from_record(record, where))
-    return entries
+    from persona_eval.storage.readers import read_jsonl_values
+
+    return [_entry_from_record(record, where) for where, record in read_jsonl_values(path, message="malformed JSON")]
 
 
 def _read_csv(path: Path, delimiter: str) -> list[Entry]:
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            header = reader.fieldnames or []
-            if "persona" not in header or not ({"prompt", *ID_KEYS} & set(header)):
-                raise UsageError(
-                    f"the header needs a 'persona' column and an 'id', 'item_id' or 'prompt' column; it has: {', '.join(header) or 'nothing'}",
-                    where=f"{path}:1",
-                )
-            return [_entry_from_record(row, f"{path}:{number}") for number, row in enumerate(reader, start=2)]
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"not UTF-8 text ({exc.reason})", where=str(path)) from exc
-    except csv.Error as exc:
-        raise UsageError(f"malformed CSV: {exc}", where=str(path)) from exc
+    from persona_eval.storage.readers import read_csv
+
+    header, rows = read_csv(path, delimiter)
+    if "persona" not in header or not ({"prompt", *ID_KEYS} & set(header)):
+        raise UsageError(
+            f"the header needs a 'persona' column and an 'id', 'item_id' or 'prompt' column; it has: {', '.join(header) or 'nothing'}",
+            where=f"{path}:1",
+        )
+    return [_entry_from_record(row, where) for where, row in rows]
 
 
 def _yaml_lines(path: Path, text: str):
@@ -119,16 +101,12 @@ def _yaml_lines(path: Path, text: str):
 
 
 def _read_structured(path: Path) -> list[Entry]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"not UTF-8 text ({exc.reason})", where=str(path)) from exc
+    from persona_eval.storage.readers import parse_json, read_text
+
+    text = read_text(path)
     lines: dict[Any, int] = {}
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise UsageError(f"malformed JSON: {exc}", where=str(path)) from exc
+        data = parse_json(text, path)
         where = lambda key: f"{path}[{key!r}]" if isinstance(key, str) else f"{path}[{key}]"  # noqa: E731
     else:
         import yaml
@@ -136,6 +114,8 @@ def _read_structured(path: Path) -> list[Entry]:
         try:
             data = yaml.safe_load(text)
             lines = _yaml_lines(path, text)
+        except RecursionError as exc:
+            raise UsageError("invalid YAML: nested too deeply", where=str(path)) from exc
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -154,8 +134,13 @@ def _read_structured(path: Path) -> list[Entry]:
 
 
 def read_persona_file(path: str | Path) -> list[Entry]:
+    from persona_eval.storage.readers import link_problem
+
     path = Path(path).expanduser()
     if not path.is_file():
+        problem = None if path.exists() else link_problem(path)
+        if problem:
+            raise UsageError(f"persona file {problem}", where=str(path))
         raise UsageError("persona file not found" if not path.exists() else "persona file is not a file", where=str(path))
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -180,6 +165,7 @@ class UserPersonas(PersonaSource):
         if on_missing not in ON_MISSING:
             raise UsageError(f"--on-missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}")
         self.on_missing = on_missing
+        self.task = task
         self.persona = None
         self.path: Path | None = None
         self.entries: list[Entry] = []
@@ -235,17 +221,38 @@ class UserPersonas(PersonaSource):
                 out.append(Persona(text=None, source="user", provenance={"skipped": f"no persona in {self.path.name}"}))
                 continue
             out.append(Persona(text=entry.persona, source="user", provenance={"file": str(self.path), "where": entry.where, "matched_by": matched_by}))
+        unknown = self._unknown_ids(examples, split)
         if missing and self.on_missing == "error":
             shown = ", ".join(repr(i) for i in missing[:SHOW_MISSING])
             more = f" and {len(missing) - SHOW_MISSING} more" if len(missing) > SHOW_MISSING else ""
             raise UsageError(
                 f"{len(missing)} of {len(examples)} item(s) have no {split} persona in the file: {shown}{more} "
-                "(add them, or pass --on-missing skip to leave them out)",
+                f"(add them, or pass --on-missing skip to leave them out){'; ' + unknown if unknown else ''}",
                 where=str(self.path),
             )
         if missing:
             logger.warning("%d of %d item(s) have no persona in %s and are skipped", len(missing), len(examples), self.path)
+        if unknown:
+            logger.warning("%s: %s", self.path, unknown)
         return out
+
+    def _unknown_ids(self, examples: Sequence[Example], split: str) -> str:
+        """'N id(s) in the file match no item: ...' for ids that name no test item (usually typos), or ''.
+
+        Ids are checked against the task's whole test data where it can be read (a --limit run
+        sees only some items), else against the items of this run.
+        """
+        known = {e.id for e in examples}
+        try:
+            known |= {e.id for e in self.task.load("test")} if self.task is not None else set()
+        except Exception:  # noqa: BLE001 - a task without readable test data: check against this run's items
+            pass
+        unknown = [e for e in self.entries if e.item_id is not None and e.split in (None, split) and e.item_id not in known]
+        if not unknown:
+            return ""
+        shown = ", ".join(repr(e.item_id) for e in unknown[:SHOW_MISSING])
+        more = f" and {len(unknown) - SHOW_MISSING} more" if len(unknown) > SHOW_MISSING else ""
+        return f"{len(unknown)} id(s) in the file match no item: {shown}{more}"
 
 
 @hookimpl
