@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from persona_eval.errors import UsageError
-from persona_eval.storage.files import atomic_write_text
+from persona_eval.storage.files import write_page as write_page_file
 
 from . import HERE, SORT_METRICS, SPLIT_ORDER, sort_by_of
 from .build import sort_rows
@@ -337,10 +337,4 @@ def write_page(doc: dict[str, Any], out_dir: str | os.PathLike, *, source_dir: s
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError("exists and is not a directory", where=str(out))
-    html = render_html(doc, source_dir=source_dir, out_dir=out, links=links)
-    target = out / PAGE_NAME
-    try:
-        atomic_write_text(target, html)
-    except OSError as exc:
-        raise UsageError(f"cannot write the page: {exc.strerror or exc}", where=str(target)) from exc
-    return target
+    return write_page_file(render_html(doc, source_dir=source_dir, out_dir=out, links=links), out, PAGE_NAME)

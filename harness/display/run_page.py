@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from persona_eval.errors import UsageError
-from persona_eval.storage.files import atomic_write_text
+from persona_eval.storage.files import write_page as write_page_file
 from persona_eval.versions import __version__
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -430,10 +430,4 @@ def write_page(view: Mapping[str, Any], out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError("exists and is not a directory", where=str(out))
-    html = render_html(view)
-    target = out / PAGE_NAME
-    try:
-        atomic_write_text(target, html)
-    except OSError as exc:
-        raise UsageError(f"cannot write the page: {exc.strerror or exc}", where=str(target)) from exc
-    return target
+    return write_page_file(render_html(view), out, PAGE_NAME)

@@ -129,30 +129,43 @@ def _percentile_interval(values) -> list[float] | None:
     return [float(low), float(high)]
 
 
-def _bootstrap(outcomes: dict[str, dict[str, str]], criteria: Sequence[str], resamples: int, seed: int) -> dict[str, Any]:
+def _ratio_bootstrap(numerators: dict[str, Any], denominators: dict[str, Any], resamples: int, seed: int) -> dict[str, Any]:
+    """Percentile intervals of per-criterion ratios sum(numerator) / sum(denominator) over resampled items, and of dPQ.
+
+    Both win rates are such ratios: the paper's is test wins over decided pairs, the
+    weighted one the sum of P(test better) over the items that have one. A resample whose
+    denominator is zero leaves that ratio undefined (NaN, dropped from its percentiles).
+    """
     import numpy as np
 
-    ids = sorted(outcomes)
-    if not ids or resamples <= 0:
+    criteria = list(numerators)
+    n_items = len(next(iter(numerators.values()))) if numerators else 0
+    if not n_items or resamples <= 0:
         return {}
-    wins = {c: np.array([outcomes[i].get(c) == TEST for i in ids], dtype=np.int64) for c in criteria}
-    losses = {c: np.array([outcomes[i].get(c) == BASELINE for i in ids], dtype=np.int64) for c in criteria}
-    w = {c: np.empty(resamples, dtype=np.int64) for c in criteria}
-    l = {c: np.empty(resamples, dtype=np.int64) for c in criteria}
-    for start, picks in _resample_blocks(len(ids), resamples, seed):
+    top = {c: np.empty(resamples, dtype=np.float64) for c in criteria}
+    bottom = {c: np.empty(resamples, dtype=np.float64) for c in criteria}
+    for start, picks in _resample_blocks(n_items, resamples, seed):
         for criterion in criteria:
-            w[criterion][start : start + len(picks)] = wins[criterion][picks].sum(axis=1)
-            l[criterion][start : start + len(picks)] = losses[criterion][picks].sum(axis=1)
+            top[criterion][start : start + len(picks)] = numerators[criterion][picks].sum(axis=1)
+            bottom[criterion][start : start + len(picks)] = denominators[criterion][picks].sum(axis=1)
     rates = {}
     for criterion in criteria:
-        won, lost = w[criterion], l[criterion]
         with np.errstate(invalid="ignore", divide="ignore"):
-            rates[criterion] = np.where(won + lost > 0, won / np.maximum(won + lost, 1), np.nan)
-
+            rates[criterion] = np.where(bottom[criterion] > 0, top[criterion] / np.maximum(bottom[criterion], 1), np.nan)
     result = {c: _percentile_interval(rates[c]) for c in criteria}
     if "personalization" in rates and "quality" in rates:
         result["dpq"] = _percentile_interval(100.0 * (rates["personalization"] + rates["quality"] - 1.0))
     return result
+
+
+def _bootstrap(outcomes: dict[str, dict[str, str]], criteria: Sequence[str], resamples: int, seed: int) -> dict[str, Any]:
+    """Intervals of the paper's win rates (test wins over decided pairs) and dPQ."""
+    import numpy as np
+
+    ids = sorted(outcomes)
+    wins = {c: np.array([outcomes[i].get(c) == TEST for i in ids], dtype=np.int64) for c in criteria}
+    decided = {c: np.array([outcomes[i].get(c) in (TEST, BASELINE) for i in ids], dtype=np.int64) for c in criteria}
+    return _ratio_bootstrap(wins, decided, resamples, seed)
 
 
 # -- the probability-weighted preference ----------------------------------------------------
@@ -207,24 +220,9 @@ def _weighted_bootstrap(
     """
     import numpy as np
 
-    if not ids or resamples <= 0:
-        return {}
     values = {c: np.array([probabilities.get(i, {}).get(c, 0.0) for i in ids], dtype=np.float64) for c in criteria}
     present = {c: np.array([c in probabilities.get(i, {}) for i in ids], dtype=np.int64) for c in criteria}
-    sums = {c: np.empty(resamples, dtype=np.float64) for c in criteria}
-    counts = {c: np.empty(resamples, dtype=np.int64) for c in criteria}
-    for start, picks in _resample_blocks(len(ids), resamples, seed):
-        for criterion in criteria:
-            sums[criterion][start : start + len(picks)] = values[criterion][picks].sum(axis=1)
-            counts[criterion][start : start + len(picks)] = present[criterion][picks].sum(axis=1)
-    rates = {}
-    for criterion in criteria:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rates[criterion] = np.where(counts[criterion] > 0, sums[criterion] / np.maximum(counts[criterion], 1), np.nan)
-    result = {c: _percentile_interval(rates[c]) for c in criteria}
-    if "personalization" in rates and "quality" in rates:
-        result["dpq"] = _percentile_interval(100.0 * (rates["personalization"] + rates["quality"] - 1.0))
-    return result
+    return _ratio_bootstrap(values, present, resamples, seed)
 
 
 def weighted_preference(

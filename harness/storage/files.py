@@ -84,3 +84,18 @@ def safe_slug(text: str, max_length: int = 48) -> str:
     slug = _UNSAFE.sub("-", text).strip("-.")
     slug = re.sub(r"\.{2,}", ".", slug)[:max_length].strip("-.")
     return slug or "x"
+
+
+def write_page(html: str, out_dir: str | os.PathLike, name: str = "index.html") -> Path:
+    """Write ``out_dir/name`` whole or not at all (a rendered page: a leaderboard, a run view); returns its path."""
+    from persona_eval.errors import UsageError
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError("exists and is not a directory", where=str(out))
+    target = out / name
+    try:
+        atomic_write_text(target, html)
+    except OSError as exc:
+        raise UsageError(f"cannot write the page: {exc.strerror or exc}", where=str(target)) from exc
+    return target
