@@ -13,6 +13,7 @@ This module sits at the bottom of the core (beside `errors`): every layer may im
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from persona_eval.errors import UsageError
 
@@ -122,3 +123,16 @@ def check_text(name: str, text, *, what: str, where: str | None = None) -> None:
     limit = TEXT[name]
     if len(text) > limit.chars:
         raise UsageError(f"{what} is {len(text):,} characters long; the limit is {limit.chars:,} ({limit.why})", where=where)
+
+
+def check_option_values(options: Mapping[str, Any] | None, *, what: str, numeric: bool = True) -> None:
+    """Option values a user typed: numeric ones (`numeric`) in their `limits.NUMERIC` range, text ones not over-long."""
+    for key, value in (options or {}).items():
+        if numeric and key in NUMERIC:
+            check_number(key, value, option=f"{what} {key}")
+        elif key == "persona":
+            check_text("persona", value, what=f"{what} {key}")
+        elif key in ("retriever", "model"):
+            check_text("spec", value, what=f"{what} {key}")
+        else:
+            check_text("option_value", value, what=f"{what} {key}")

@@ -93,11 +93,15 @@ def check_resumable(path, role, examples, personas, requests, done) -> None:
 
 
 def generate_stage(ctx: RunContext, examples: Sequence[Example], personas: Sequence[Persona],
-                   specs: Mapping[str, str], strategies: Mapping[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Generate both roles; returns the slim record of every (item id, role). Sets the roles' identities."""
+                   specs: Mapping[str, str], strategies: Mapping[str, str],
+                   requests_by_role: Mapping[str, Sequence[GenRequest]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Generate both roles from their rendered requests (`render_requests`, one per item).
+
+    Returns the slim record of every (item id, role). Sets the roles' identities.
+    """
     path = ctx.out_dir / "generations.jsonl"
     # In memory a generation keeps only what judging reads; the whole record is on disk.
-    done = {k: slim_generation(r) for k, r in read_keyed(path, GENERATION_KEY, what="generation", repair_tail=True).items()}
+    done = dict(read_keyed(path, GENERATION_KEY, transform=slim_generation, what="generation", repair_tail=True))
     # Each record is flushed as it is written (a killed process loses none); the fsync for
     # power loss is paid once per batch, not per record (~7 ms each on a slow disk: 14 s
     # of a fully cached 1,000-item rerun).
@@ -107,7 +111,7 @@ def generate_stage(ctx: RunContext, examples: Sequence[Example], personas: Seque
             ctx.generators[specs[role]] = generator
             identity = generator.identity()
             ctx.identities[role] = identity
-            requests = render_requests(ctx.task, strategies[role], examples, personas, ctx.seed)
+            requests = requests_by_role[role]
             check_resumable(path, role, examples, personas, requests, done)
             todo = [i for i, ex in enumerate(examples) if (ex.id, role) not in done]
             bar = ctx.progress.add(f"generate {role} ({strategies[role]})", len(examples), len(examples) - len(todo))

@@ -87,12 +87,20 @@ def _verdict_dict(verdict: Verdict) -> dict[str, Any]:
     return {k: v for k, v in vars(verdict).items() if k != "cached"}
 
 
-def judge_stage(ctx: RunContext, choices: Sequence[JudgeChoice], options: Mapping[str, Mapping[str, Any]],
-                items: Sequence[JudgeItem], responses: Mapping[tuple[str, str], str]) -> dict[str, list[dict[str, Any]]]:
-    """Judge every pair with every judge; returns the slim records by judge label. Sets ``identities["judges"]``.
+def build_judges(choices: Sequence[JudgeChoice], options: Mapping[str, Mapping[str, Any]], task, seed: int) -> dict[str, Any]:
+    """Each judge of the run by label, built once (so its options fail before any folder is made).
 
     `options` are each judge's validated ``--judge-option`` values (`judges.options_by_judge`),
     applied over the task's ``judge.options``.
+    """
+    return {c.label: build_judge(c.name, c.model, task, seed, **options.get(c.label, {})) for c in choices}
+
+
+def judge_stage(ctx: RunContext, choices: Sequence[JudgeChoice], judges: Mapping[str, Any],
+                items: Sequence[JudgeItem], responses: Mapping[tuple[str, str], str]) -> dict[str, list[dict[str, Any]]]:
+    """Judge every pair with every judge (`build_judges`); returns the slim records by judge label.
+
+    Sets ``identities["judges"]``.
     """
     path = ctx.out_dir / "judgments.jsonl"
     task = ctx.task
@@ -112,7 +120,7 @@ def judge_stage(ctx: RunContext, choices: Sequence[JudgeChoice], options: Mappin
         for choice in choices:
             # Generators are pooled by spec: this is the very generator the judge runs on.
             ctx.generators[choice.model] = build_generator(choice.model, option="--judge-model")
-            judge = build_judge(choice.name, choice.model, task, ctx.seed, **options.get(choice.label, {}))
+            judge = judges[choice.label]
             identity = judge_identity(judge, task)
             identities[choice.label] = identity
             judge_key = stable_hash(identity, 16)

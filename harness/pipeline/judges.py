@@ -15,6 +15,7 @@ from persona_eval.contracts import registry
 from persona_eval.contracts.factories import reject_harness_arguments
 from persona_eval.contracts.model_spec import parse_model_spec
 from persona_eval.errors import UsageError
+from persona_eval.limits import check_option_values, check_text
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ def parse_judge_choices(values: Sequence[str], default_model: str) -> list[Judge
         name, model = name.strip(), (model.strip() if at else default_model)
         if not name or (at and not model):
             raise UsageError(f"--judge {value!r}: expected NAME or NAME@BACKEND:MODEL, e.g. gpt-4o@openai:gpt-4o")
+        check_text("spec", model, what=f"--judge {name}@..." if at else "--judge-model")
         registry.judges.entry(name)
         spec = parse_model_spec(model, option=f"--judge {name}@" if at else "--judge-model")
         registry.generators.entry(spec.backend)
@@ -56,6 +58,7 @@ def options_by_judge(choices: Sequence[JudgeChoice], options: Mapping[str, Any] 
     an option no judge of the run takes is a usage error, so typos still fail.
     """
     options = dict(options or {})
+    check_option_values(options, what="--judge-option")
     reject_harness_arguments(options, what="--judge-option")
     per_judge = {c.label: registry.judges.accepted_options(c.name, options) for c in choices}
     taken = {key for accepted in per_judge.values() for key in accepted}

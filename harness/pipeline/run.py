@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from persona_eval.contracts import registry
-from persona_eval.contracts.factories import build_generator, build_judge
+from persona_eval.contracts.factories import build_generator
 from persona_eval.contracts.model_spec import parse_model_spec
 from persona_eval.contracts.plugin_manager import notify
 from persona_eval.display.progress import Progress
 from persona_eval.errors import UsageError
 from persona_eval.hashing import stable_hash
-from persona_eval.limits import NUMERIC, check_number, check_text
+from persona_eval.limits import check_number, check_option_values, check_text
 from persona_eval.pipeline.context import RunContext
 from persona_eval.pipeline.generate import ROLE_OPTIONS, check_context_lengths, generate_stage, render_requests
-from persona_eval.pipeline.items import JudgeItem
-from persona_eval.pipeline.judge import judge_stage
+from persona_eval.pipeline.items import ROLES, JudgeItem
+from persona_eval.pipeline.judge import build_judges, judge_stage
 from persona_eval.pipeline.judges import JudgeChoice, options_by_judge, parse_judge_choices
 from persona_eval.pipeline.personas import personas_stage, test_examples
 from persona_eval.pipeline.results import build_results
@@ -143,25 +143,22 @@ class Run:
         for option, text in (("--model", self.model), ("--baseline", self.baseline), ("--judge-model", self.judge_model)):
             check_text("spec", text, what=option)
             registry.generators.entry(parse_model_spec(text, option=option).backend)
-        for choice in self.judge_choices:
-            check_text("spec", choice.model, what=f"--judge {choice.name}@...")
         # A persona source checks its own numbers (a retriever's k is not an exemplar count).
         check_option_values(self.options.persona_source_options, what="persona source option", numeric=False)
         registry.persona_sources.entry(self.persona_source_name)
-        # Judge names were checked by `parse_judge_choices`; their options are checked here, once.
-        check_option_values(self.options.judge_options, what="--judge-option")
+        # Judge names and specs were checked by `parse_judge_choices`; their options are checked here, once.
         self.judge_options_by_label = options_by_judge(self.judge_choices, self.options.judge_options)
 
-    def _build_models(self) -> None:
-        """Construct every generator and judge now (no weights load: backends load lazily).
+    def _build_models(self) -> dict[str, Any]:
+        """Construct every generator and judge now (no weights load: backends load lazily); returns the judges.
 
         Constructing checks each backend's and judge's options, so a bad ``dtype=`` or
         ``--judge-option`` value fails before the run directory exists. Generators are
-        pooled by spec, so the stages reuse these; judges are cheap and built again there.
+        pooled by spec, so the stages reuse these; the judges go to the judge stage.
         """
         for role, spec in (("test", self.model), ("baseline", self.baseline)):
             build_generator(spec, option=ROLE_OPTIONS[role])
-        build_judges(self.judge_choices, self.judge_options_by_label, self.task, self.seed)
+        return build_judges(self.judge_choices, self.judge_options_by_label, self.task, self.seed)
 
     def _prepare_dir(self) -> None:
         config_path = self.run_dir / "config.json"
@@ -201,14 +198,15 @@ class Run:
         options = self.options
         # Models, judges and personas come before the run directory: a bad spec, option or
         # persona file must leave nothing behind.
-        self._build_models()
+        judges = self._build_models()
         source, examples, personas, skipped = personas_stage(
             self.task, self.split, self.persona_source_name, options.persona_source_options, self.limit)
-        # Inputs that cannot fit a model's context (where it says its length) fail before any work.
-        for role, spec in (("test", self.model), ("baseline", self.baseline)):
-            generator = build_generator(spec, option=ROLE_OPTIONS[role])
-            if callable(getattr(generator, "context_length", None)) and generator.context_length():
-                check_context_lengths(generator, self.requests(role, examples, personas), role)
+        # Every input is rendered once, here: a template error, or an input that cannot fit a
+        # model's context (where it says its length), fails before any work or folder.
+        specs = {"test": self.model, "baseline": self.baseline}
+        requests = {role: self.requests(role, examples, personas) for role in ROLES}
+        for role in ROLES:
+            check_context_lengths(build_generator(specs[role], option=ROLE_OPTIONS[role]), requests[role], role)
         self._prepare_dir()
         ctx = RunContext(task=self.task, split=self.split, seed=self.seed, out_dir=self.run_dir, cache=self.cache,
                          on_record=lambda record: notify("on_sample_end", run=self, record=record))
@@ -227,10 +225,9 @@ class Run:
         notify("on_run_start", run=self)
         with Progress(self.show_progress) as progress:
             ctx.progress = progress
-            specs = {"test": self.model, "baseline": self.baseline}
-            generations = generate_stage(ctx, examples, personas, specs, self.strategies)
+            generations = generate_stage(ctx, examples, personas, specs, self.strategies, requests)
             items, responses = judge_items(examples, generations), responses_of(generations)
-            judgments = judge_stage(ctx, self.judge_choices, self.judge_options_by_label, items, responses)
+            judgments = judge_stage(ctx, self.judge_choices, judges, items, responses)
         # ... and again at the end, with the identities of every generator and judge.
         ctx.write_config()
         scored = score(task=self.task, labels=[c.label for c in self.judge_choices], items=items, responses=responses,
@@ -243,25 +240,6 @@ class Run:
         atomic_write_json(self.run_dir / "results.json", results)
         notify("on_run_end", run=self, results=results)
         return results
-
-
-def check_option_values(options: Mapping[str, Any] | None, *, what: str, numeric: bool = True) -> None:
-    """Option values a user typed: numeric ones (`numeric`) in their `limits.NUMERIC` range, text ones not over-long."""
-    for key, value in (options or {}).items():
-        if numeric and key in NUMERIC:
-            check_number(key, value, option=f"{what} {key}")
-        elif key == "persona":
-            check_text("persona", value, what=f"{what} {key}")
-        elif key in ("retriever", "model"):
-            check_text("spec", value, what=f"{what} {key}")
-        else:
-            check_text("option_value", value, what=f"{what} {key}")
-
-
-def build_judges(choices: Sequence[JudgeChoice], per_judge: Mapping[str, Mapping[str, Any]], task, seed: int) -> None:
-    """Construct each judge (and its model's generator) once, so their options fail before any folder is made."""
-    for choice in choices:
-        build_judge(choice.name, choice.model, task, seed, **per_judge.get(choice.label, {}))
 
 
 # ---- the pipeline entered at the judge stage: re-judging a finished run ---------------
@@ -299,13 +277,10 @@ def rejudge(
     # The run's --judge-option values carry over unless the re-judge gives its own.
     judge_options = dict(config.get("judge_options") or {}) if judge_options is None else dict(judge_options)
     check_number("bootstrap", resamples, option="--bootstrap")
-    for choice in choices:
-        check_text("spec", choice.model, what="--judge-model")
-    check_option_values(judge_options, what="--judge-option")
     per_judge = options_by_judge(choices, judge_options)  # an unknown option fails before any work
     seed = int(config.get("seed", 0))
     # Every judge is built (its options checked) before the output folder exists.
-    build_judges(choices, per_judge, task, seed)
+    built = build_judges(choices, per_judge, task, seed)
     out_dir = Path(output_dir) if output_dir else rejudge_dir(run_dir, choices, judge_model, judge_options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +302,7 @@ def rejudge(
     try:
         with Progress(progress) as bar:
             ctx.progress = bar
-            judgments = judge_stage(ctx, choices, per_judge, items, responses)
+            judgments = judge_stage(ctx, choices, built, items, responses)
     finally:
         ctx.cache.close()
     ctx.write_config()
