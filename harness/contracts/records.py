@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ['Side', 'Position', 'Example', 'Persona', 'GenParams', 'GenRequest', 'GenResult', 'PairRequest', 'Verdict']
+__all__ = ['Side', 'Position', 'Example', 'Persona', 'GenParams', 'GenRequest', 'GenResult', 'PairRequest', 'Verdict',
+           'USAGE_SOURCES']
 
 Side = Literal["test", "baseline"]
 Position = Literal["A", "B"]
@@ -45,11 +46,20 @@ class GenParams:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    # Settings the paper's pipeline uses that older tasks never set. None means "not set":
+    # they then stay out of `to_dict`, so the cache keys of every existing task are unchanged.
+    min_new_tokens: int | None = None
+    repetition_penalty: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Spelled out rather than `asdict` (a deep copy): this runs once per cache key.
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "seed": self.seed, "stop": list(self.stop)}
+        out = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+               "seed": self.seed, "stop": list(self.stop)}
+        if self.min_new_tokens is not None:
+            out["min_new_tokens"] = self.min_new_tokens
+        if self.repetition_penalty is not None:
+            out["repetition_penalty"] = self.repetition_penalty
+        return out
 
 
 @dataclass
@@ -71,11 +81,18 @@ class GenRequest:
         }
 
 
+# Where a token count comes from: the API's own `usage`, our tokenizer, or a characters-per-token estimate.
+USAGE_SOURCES = ("api", "tokenizer", "estimated")
+
+
 @dataclass
 class GenResult:
     text: str
     finish_reason: str | None = None
     output_tokens: int | None = None
+    # Tokens of the input as the backend counted it; `usage_source` is one of USAGE_SOURCES (None: unknown).
+    input_tokens: int | None = None
+    usage_source: str | None = None
     # Probabilities of named choices at the first generated position, where the backend has them.
     choice_probs: dict[str, float] | None = None
     cached: bool = False
@@ -105,6 +122,9 @@ class Verdict:
     prob_a: float | None = None
     unscored_reason: str | None = None
     attempts: int = 1
+    # What the verdict cost: {"requests", "input_tokens", "output_tokens", "source"} summed over
+    # every generator call behind it (re-asks included); None where the judge did not say.
+    usage: dict[str, Any] | None = None
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,4 +140,5 @@ class Verdict:
             prob_a=data.get("prob_a"),
             unscored_reason=data.get("unscored_reason"),
             attempts=data.get("attempts", 1),
+            usage=data.get("usage"),
         )
