@@ -48,6 +48,19 @@ class Generator(abc.ABC):
         """
         return None
 
+    #: True where the backend completes a raw string (hf, vllm): a `GenRequest` with
+    #: ``raw=True`` then reaches the model byte for byte, with no chat template. Chat-only
+    #: endpoints (openai) leave it False and get system + user messages instead.
+    accepts_raw_prompt: bool = False
+
+    def bind_run_dir(self, path) -> None:
+        """Called by every stage with the folder it writes, before any `generate` call.
+
+        A backend that keeps state which must outlive the process (the ids of submitted
+        OpenAI batch jobs, so a killed run re-attaches instead of paying twice) keeps it
+        there. The default keeps nothing.
+        """
+
     def close(self) -> None:
         """Release resources (servers, GPU memory)."""
 

@@ -71,14 +71,20 @@ class GenRequest:
     params: GenParams = field(default_factory=GenParams)
     system: str | None = None
     response_prefix: str = ""
+    # True: `prompt` is already the model's whole input (e.g. the paper judge's fastchat
+    # "mistral" string): a raw-completion backend sends it as it is, with no chat template.
+    raw: bool = False
 
     def cache_input(self) -> dict[str, Any]:
-        return {
+        out = {
             "prompt": self.prompt,
             "system": self.system,
             "response_prefix": self.response_prefix,
             "params": self.params.to_dict(),
         }
+        if self.raw:  # only when set, so every existing cache key stays as it was
+            out["raw"] = True
+        return out
 
 
 # Where a token count comes from: the API's own `usage`, our tokenizer, or a characters-per-token estimate.

@@ -109,6 +109,9 @@ def generate_stage(ctx: RunContext, examples: Sequence[Example], personas: Seque
         for role in ROLES:
             generator = build_generator(specs[role], option=ROLE_OPTIONS[role])
             ctx.generators[specs[role]] = generator
+            # Plugins need not subclass Generator: the hook is optional.
+            if callable(getattr(generator, "bind_run_dir", None)):
+                generator.bind_run_dir(ctx.out_dir)
             identity = generator.identity()
             ctx.identities[role] = identity
             requests = requests_by_role[role]

@@ -119,7 +119,10 @@ def judge_stage(ctx: RunContext, choices: Sequence[JudgeChoice], judges: Mapping
     with JsonlWriter(path, fsync=False) as writer:
         for choice in choices:
             # Generators are pooled by spec: this is the very generator the judge runs on.
-            ctx.generators[choice.model] = build_generator(choice.model, option="--judge-model")
+            judge_generator = build_generator(choice.model, option="--judge-model")
+            ctx.generators[choice.model] = judge_generator
+            if callable(getattr(judge_generator, "bind_run_dir", None)):  # optional: plugins need not subclass
+                judge_generator.bind_run_dir(ctx.out_dir)
             judge = judges[choice.label]
             identity = judge_identity(judge, task)
             identities[choice.label] = identity
