@@ -43,6 +43,9 @@ def evaluate(
     bootstrap: int = 1000,
     progress: bool = False,
     keep_models: bool = False,
+    executor: str = "local",
+    prices: Sequence[str] = (),
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Run one evaluation (personas, generation, judging, scoring) and return its ``results.json`` document.
 
@@ -51,7 +54,13 @@ def evaluate(
     ``NAME@SPEC``) or a list of them for a majority vote; ``None`` means the task's default.
     Rerunning with the same arguments resumes the same run directory. Models loaded for the
     run are released at the end unless `keep_models` is true (then a later call with the
-    same specs reuses them).
+    same specs reuses them). `executor` is ``"local"`` or ``"ray[,address=...,replicas=N,...]"``
+    (where cache misses are computed; see docs/scale.md): it never changes results or run keys.
+    `prices` are ``MODEL=IN_PER_1M:OUT_PER_1M`` strings (``--price``), over the file named by
+    ``$PERSONA_EVAL_PRICES``: they add costs to the ``usage`` block and never change the run.
+    With `dry_run` nothing runs and nothing is written: the result is the plan
+    (`pipeline.plan.plan_run`): calls per stage, what the cache and the run directory already
+    hold, estimated tokens, and the cost where priced.
     """
     from persona_eval.limits import check_number
 
@@ -70,8 +79,16 @@ def evaluate(
         persona_source=persona_source, persona_source_options=dict(persona_source_options or {}),
         limit=limit, seed=seed, output_dir=None if output_dir is None else str(output_dir), runs_root=str(runs_root),
         include_paths=tuple(include_paths), use_cache=use_cache, cache_path=cache_path, bootstrap=bootstrap,
-        data_dir=None if data_dir is None else str(data_dir),
+        data_dir=None if data_dir is None else str(data_dir), executor=executor, prices=tuple(prices),
     )
+    if dry_run:
+        from persona_eval.pipeline.plan import plan_run
+
+        try:
+            return plan_run(options)
+        finally:
+            if not keep_models:
+                close_generators()
     try:
         return Run(options, progress=progress).execute()
     finally:
@@ -79,8 +96,11 @@ def evaluate(
             close_generators()
 
 
-def rejudge(run_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Judge a finished run again (`persona-eval judge RUN_DIR`); see `pipeline.run.rejudge` for the options."""
+def rejudge(run_dir: str | Path, *, dry_run: bool = False, **options: Any) -> dict[str, Any]:
+    """Judge a finished run again (`persona-eval judge RUN_DIR`); see `pipeline.run.rejudge` for the options.
+
+    With `dry_run` the result is the plan (`pipeline.plan.plan_rejudge`), and nothing is written.
+    """
     from persona_eval.limits import check_number
 
     check_number("bootstrap", options.get("resamples"), option="resamples")
@@ -89,6 +109,12 @@ def rejudge(run_dir: str | Path, **options: Any) -> dict[str, Any]:
     from persona_eval.pipeline.run import rejudge as rejudge_run
 
     try:
+        if dry_run:
+            from persona_eval.pipeline.plan import plan_rejudge
+
+            # Where the work would run and how progress would show change no count.
+            planned = {k: v for k, v in options.items() if k not in ("progress", "executor")}
+            return plan_rejudge(run_dir, **planned)
         return rejudge_run(run_dir, **options)
     finally:
         close_generators()

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from persona_eval.cli_options import bounded, persona_options, persona_source_choice
+from persona_eval.cli_options import bounded, executor_option, persona_options, persona_source_choice
 from persona_eval.versions import __version__
 
 
@@ -102,11 +102,17 @@ def cli(verbose: bool) -> None:
               help="Local copy of the task's hub dataset (default: $PERSONA_EVAL_DATA_DIR, else the hub).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--bootstrap", type=bounded("bootstrap"), default=1000, show_default=True, help="Bootstrap resamples for intervals.")
-@click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json (with --dry-run: the plan) to stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@executor_option
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (calls per stage, cached, estimated tokens and cost) and exit: nothing runs or is written.")
+@click.option("--price", "prices", multiple=True, metavar="MODEL=IN_PER_1M:OUT_PER_1M",
+              help="Dollars per million input:output tokens of a model spec, e.g. openai:gpt-4o=2.5:10; repeatable "
+                   "(also: a prices: YAML file in $PERSONA_EVAL_PRICES). Without one, no cost is shown.")
 def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge_model, judge_options, persona_source, retriever,
         persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, data_dir, no_cache, bootstrap, as_json,
-        quiet):
+        quiet, executor, dry_run, prices):
     """Generate with a test model and a baseline, judge both orders, report dPQ."""
     from persona_eval.api import evaluate
     from persona_eval.contracts.model_spec import parse_options
@@ -127,8 +133,13 @@ def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge
         judge=judges, judge_model=judge_model, judge_options=parse_options(judge_options, option="--judge-option"),
         persona_source=persona_source, persona_source_options=source_options, limit=limit, seed=seed,
         output_dir=output_dir, include_paths=include_paths, data_dir=data_dir, use_cache=not no_cache,
-        bootstrap=bootstrap, progress=not quiet,
+        bootstrap=bootstrap, progress=not quiet and not dry_run, executor=executor, prices=prices, dry_run=dry_run,
     )
+    if dry_run:
+        from persona_eval.pipeline.plan import emit_plan
+
+        emit_plan(results, as_json)
+        return
     emit_results(results, as_json)
 
 

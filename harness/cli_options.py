@@ -13,7 +13,15 @@ import click
 
 from persona_eval.limits import bounded
 
-__all__ = ["bounded", "persona_options", "persona_source_choice"]
+__all__ = ["bounded", "executor_option", "persona_options", "persona_source_choice"]
+
+
+def executor_option(command):
+    """``--executor local|ray[,KEY=VALUE...]``, shared by `run` and `judge` (parsed by `persona_eval.executors`)."""
+    from persona_eval.executors import EXECUTOR_HELP
+
+    return click.option("--executor", default="local", show_default=True, metavar="local|ray[,KEY=VALUE...]",
+                        help=EXECUTOR_HELP)(command)
 
 
 def persona_options(command):

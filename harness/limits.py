@@ -40,7 +40,8 @@ NUMERIC: dict[str, Bound] = {
     "max_batch": Bound(1, 4_096, why="requests generated together; more only exhausts memory"),
     "batch_wait_ms": Bound(0.0, 60_000.0, kind=float, why="a request waits at most a minute for company"),
     "k": Bound(0, 32, why="few-shot exemplars per prompt (0 = zero-shot); more overflow small contexts"),
-    "max_attempts": Bound(1, 10, why="asks per item before giving up, as the task file's judge.max_attempts"),
+    "max_attempts": Bound(1, 11, why="asks per item before giving up, as the task file's judge.max_attempts "
+                          "(11: prometheus-eval's first ask and its 10 retries, as the paper ran it)"),
     "max_new_tokens": Bound(1, 32_768, why="no supported model writes more in one answer"),
     "temperature": Bound(0.0, 2.0, kind=float, why="the sampling range every backend accepts"),
     "max_response_chars": Bound(0, 1_000_000, why="0 = never clip; 1 MB is far past any context"),

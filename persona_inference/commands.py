@@ -52,6 +52,8 @@ def _print_summary(summary: dict) -> None:
     requests = counts.get("requests_this_run") or {}
     if requests:
         rows.append(("model requests this run (cached)", f"{requests.get('requests', 0)} ({requests.get('cached', 0)})"))
+        if "input_tokens" in requests:
+            rows.append(("  tokens of the new ones (in / out)", f"{requests['input_tokens']} / {requests.get('output_tokens', 0)}"))
     for name, value in rows:
         table.add_row(name, str(value))
     console = Console(stderr=True)
@@ -64,7 +66,9 @@ def add_commands(cli):
     """Add `infer`, `pi-accuracy` and `analyze` to the `persona-eval` group."""
     import click
 
+    from persona_eval.executors import EXECUTOR_HELP
     from persona_eval.limits import bounded
+    from persona_eval.persona_inference import defaults as pi
 
     @cli.command()
     @click.argument("source")
@@ -77,13 +81,16 @@ def add_commands(cli):
     @click.option("--chosen-field", default="chosen", show_default=True)
     @click.option("--rejected-field", default="rejected", show_default=True)
     @click.option("--id-field", default="id", show_default=True, help="Field holding a unique item id (absent: row-N).")
-    @click.option("--k", "k", type=bounded("k"), default=4, show_default=True, help="Few-shot exemplars per prompt.")
+    @click.option("--k", "k", type=bounded("k"), default=pi.K, show_default=True, help="Few-shot exemplars per prompt (the paper: 5).")
     @click.option("--exemplars", type=click.Path(dir_okay=False), default=None, help="Exemplars file (YAML or JSONL); default: ours.")
-    @click.option("--max-attempts", type=bounded("max_attempts"), default=3, show_default=True, help="Asks per persona before it is dropped.")
-    @click.option("--max-new-tokens", type=bounded("max_new_tokens"), default=48, show_default=True)
-    @click.option("--temperature", type=bounded("temperature"), default=0.0, show_default=True, help="First attempt; re-asks sample at >= 0.7.")
+    @click.option("--max-attempts", type=bounded("max_attempts"), default=pi.MAX_ATTEMPTS, show_default=True, help="Asks per persona before it is dropped.")
+    @click.option("--max-new-tokens", type=bounded("max_new_tokens"), default=pi.MAX_NEW_TOKENS, show_default=True, help="The paper: 200 (at least 5).")
+    @click.option("--temperature", type=bounded("temperature"), default=pi.TEMPERATURE, show_default=True, help="First attempt; re-asks sample at >= 0.7.")
     @click.option("--seed", type=bounded("seed"), default=0, show_default=True)
-    @click.option("--max-response-chars", type=bounded("max_response_chars"), default=1500, show_default=True, help="Clip each response in the prompt (0 = never).")
+    @click.option("--max-response-chars", type=bounded("max_response_chars"), default=pi.MAX_RESPONSE_CHARS, show_default=True, help="Clip each response in the prompt (0 = never, as the paper).")
+    @click.option("--cut", type=click.Choice(pi.CUTS), default=pi.CUT, show_default=True, help="Keep the answer's first line (the paper) or first sentence.")
+    @click.option("--prefix/--no-prefix", "use_prefix", default=pi.USE_PREFIX, show_default=True,
+                  help="Make the reply begin with 'The user is' (helps small models; the paper does not).")
     @click.option("--chosen-persona-field", default="chosen_persona", show_default=True, help="Output field of the chosen persona.")
     @click.option("--rejected-persona-field", default="rejected_persona", show_default=True, help="Output field of the rejected persona.")
     @click.option("--limit", type=bounded("limit"), default=None, help="Only the first N pairs (0 = all).")
@@ -93,18 +100,23 @@ def add_commands(cli):
     @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
     @click.option("--quiet", is_flag=True, help="No progress display.")
+    @click.option("--executor", default="local", show_default=True, metavar="local|ray[,KEY=VALUE...]", help=EXECUTOR_HELP)
+    @click.option("--dry-run", is_flag=True, help="Print the plan (calls, cached, estimated tokens and cost) and exit: nothing is written.")
+    @click.option("--price", "prices", multiple=True, metavar="MODEL=IN_PER_1M:OUT_PER_1M",
+                  help="Dollars per million input:output tokens of a model spec, for --dry-run; repeatable (also: $PERSONA_EVAL_PRICES).")
     def infer(source, output, model, hf_config, hf_split, revision, prompt_field, chosen_field, rejected_field, id_field, k,
-              exemplars, max_attempts, max_new_tokens, temperature, seed, max_response_chars, chosen_persona_field,
-              rejected_persona_field, limit, parquet, hub_repo, public, no_cache, as_json, quiet):
+              exemplars, max_attempts, max_new_tokens, temperature, seed, max_response_chars, cut, use_prefix, chosen_persona_field,
+              rejected_persona_field, limit, parquet, hub_repo, public, no_cache, as_json, quiet, executor, dry_run, prices):
         """Infer the chosen and rejected persona of every preference pair in SOURCE.
 
         SOURCE is a local JSONL/JSON/CSV/Parquet file, a local dataset folder or a Hugging
         Face dataset id. Rerunning the same command resumes: finished items are skipped.
         """
-        from persona_eval.contracts.factories import close_generators
+        from persona_eval.contracts.factories import build_generator, close_generators
         from persona_eval.contracts.model_spec import parse_model_spec
         from persona_eval.display.quiet import quiet_library_progress
         from persona_eval.errors import UsageError
+        from persona_eval.executors import parse_executor
         from persona_eval.persona_inference.export import push_to_hub, write_parquet
         from persona_eval.persona_inference.infer_file import InferConfig, infer_file
         from persona_eval.persona_inference.pairs import FieldNames, input_identity, load_pairs
@@ -114,6 +126,7 @@ def add_commands(cli):
         if quiet:
             quiet_library_progress()
         parse_model_spec(model, option="--model")
+        runner = parse_executor(executor)
         if limit is not None and limit < 0:
             raise UsageError("--limit must be zero (all items) or positive")
         for option, value in (("--k", k), ("--max-new-tokens", max_new_tokens - 1), ("--max-attempts", max_attempts - 1),
@@ -129,15 +142,28 @@ def add_commands(cli):
         load_exemplars(exemplars)  # a bad exemplars file fails before any model loads
         config = InferConfig(
             model=model, k=k, exemplars=exemplars, max_attempts=max_attempts, max_new_tokens=max_new_tokens,
-            temperature=temperature, seed=seed, max_response_chars=max_response_chars,
+            temperature=temperature, seed=seed, max_response_chars=max_response_chars, cut=cut, use_prefix=use_prefix,
             chosen_persona_field=chosen_persona_field, rejected_persona_field=rejected_persona_field,
         )
+        if dry_run:
+            from persona_eval.persona_inference.dry_run import plan_infer
+            from persona_eval.pipeline.plan import emit_plan
+
+            try:
+                plan = plan_infer(pairs, output, config, names=names, use_cache=not no_cache, prices=prices, source=source)
+            finally:
+                close_generators()
+            emit_plan(plan, as_json)
+            return
         try:
+            runner.prepare([build_generator(model, option="--model")])  # an unreachable cluster fails before -o is written
             summary = infer_file(
                 pairs, output, config, names=names, progress=not quiet, cache=NullCache() if no_cache else None,
                 input_info=input_identity(source, hf_config=hf_config, hf_split=hf_split, revision=revision),
+                executor=runner,
             )
         finally:
+            runner.close()
             close_generators()
         if parquet:
             rows = write_parquet(Path(output), Path(parquet))
@@ -228,25 +254,44 @@ def add_commands(cli):
     @click.option("--include-path", "include_paths", multiple=True, type=click.Path())
     @click.option("--chosen-persona-field", default="chosen_persona", show_default=True)
     @click.option("--rejected-persona-field", default="rejected_persona", show_default=True)
-    @click.option("--min-count", type=bounded("min_count"), default=10, show_default=True, help="Leave out words in fewer personas than this.")
-    @click.option("--top", type=bounded("top"), default=15, show_default=True, help="Words listed per side.")
-    @click.option("--lemmatize/--no-lemmatize", default=False, show_default=True, help="Reduce plurals and -s verbs to base forms.")
-    @click.option("--cut-contrast/--no-cut-contrast", default=True, show_default=True,
-                  help="Cut each persona at 'rather than', 'over', 'instead of', 'as opposed to'.")
+    @click.option("--preset", type=click.Choice(["ours", "paper"]), default="ours", show_default=True,
+                  help="paper: the settings of the paper's word_saliency.py (every token, WordNet lemmas, cut-off 3, ...).")
+    @click.option("--min-count", type=bounded("min_count"), default=None, help="Leave out words counted fewer times [ours: 10, paper: 3].")
+    @click.option("--top", type=bounded("top"), default=None, help="Words listed per side [ours: 15, paper: 10].")
+    @click.option("--lemmatizer", type=click.Choice(["none", "suffix", "wordnet"]), default=None,
+                  help="suffix: plurals and -s verbs (ours); wordnet: NLTK's WordNet noun lemmas [ours: none, paper: wordnet].")
+    @click.option("--lemmatize/--no-lemmatize", default=None, help="Short for --lemmatizer suffix / none.")
+    @click.option("--cut-contrast/--no-cut-contrast", default=None,
+                  help="Cut each persona at its first contrast phrase ('rather than', 'over', 'versus', ...) [both presets: cut].")
+    @click.option("--keep-duplicates/--dedup", "keep_duplicates", default=None,
+                  help="Count identical personas every time they occur [ours: once, paper: every time].")
+    @click.option("--cutoffs", default="3,5,10,20", show_default=True, help="Cut-offs of the stability table (comma-separated).")
     @click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
                   help="Write persona_bias.md, persona_bias.json and persona_bias.png here.")
     @click.option("--no-chart", is_flag=True, help="Skip the PNG chart.")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
     def analyze(source, paper_outputs, dataset, kind, partition, include_paths, chosen_persona_field, rejected_persona_field,
-                min_count, top, lemmatize, cut_contrast, output_dir, no_chart, as_json):
-        """Persona bias: words over-represented in chosen vs rejected personas, P(chosen | word)."""
+                preset, min_count, top, lemmatizer, lemmatize, cut_contrast, keep_duplicates, cutoffs, output_dir, no_chart, as_json):
+        """Persona bias: words over-represented in chosen vs rejected personas, P(chosen | word).
+
+        The report lists the top words at several cut-offs side by side, so a list that is an
+        artefact of --min-count shows as one.
+        """
         from persona_eval.errors import UsageError
         from persona_eval.persona_inference import bias as pb
 
         if bool(source) == bool(paper_outputs):
             raise UsageError("give either SOURCE (a persona file or a task) or --paper-outputs DIR")
-        if min_count < 1 or top < 1:
+        if (min_count is not None and min_count < 1) or (top is not None and top < 1):
             raise UsageError("--min-count and --top must be positive")
+        if lemmatize is not None:
+            short = "suffix" if lemmatize else "none"
+            if lemmatizer is not None and lemmatizer != short:
+                raise UsageError(f"--{'' if lemmatize else 'no-'}lemmatize contradicts --lemmatizer {lemmatizer}")
+            lemmatizer = short
+        cutoff_list = pb.parse_cutoffs(cutoffs)
+        settings = pb.settings_for(preset, min_count=min_count, top=top, lemmatizer=lemmatizer, cut_contrast=cut_contrast,
+                                   keep_duplicates=keep_duplicates)
         if paper_outputs:
             root = Path(paper_outputs)
             if not root.is_dir():
@@ -267,7 +312,7 @@ def add_commands(cli):
                 chosen = [e.chosen_persona for e in examples if e.chosen_persona.strip()]
                 rejected = [e.rejected_persona for e in examples if e.rejected_persona.strip()]
                 source_info = {"task": loaded.name, "partition": partition}
-        report = pb.bias_report(chosen, rejected, min_count=min_count, top=top, cut_contrast=cut_contrast, lemmas=lemmatize, source=source_info)
+        report = pb.bias_report(chosen, rejected, settings=settings, cutoffs=cutoff_list, source=source_info)
         if output_dir:
             report["files"] = pb.write_report(report, Path(output_dir), chart=not no_chart)
         if as_json:

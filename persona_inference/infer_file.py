@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from persona_eval.contracts.interfaces import Generator
-from persona_eval.contracts.records import GenParams
 from persona_eval.errors import UsageError
+from persona_eval.persona_inference import defaults
 from persona_eval.persona_inference.inference import PersonaInferrer, pair_jobs
 from persona_eval.persona_inference.prompt import load_exemplars
 
@@ -31,13 +31,15 @@ def sidecar_path(output: Path, name: str) -> Path:
 @dataclass
 class InferConfig:
     model: str
-    k: int = 4
+    k: int = defaults.K
     exemplars: str | None = None
-    max_attempts: int = 3
-    max_new_tokens: int = 48
-    temperature: float = 0.0
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
+    temperature: float = defaults.TEMPERATURE
     seed: int = 0
-    max_response_chars: int = 1500
+    max_response_chars: int = defaults.MAX_RESPONSE_CHARS
+    use_prefix: bool = defaults.USE_PREFIX
+    cut: str = defaults.CUT
     chosen_persona_field: str = "chosen_persona"
     rejected_persona_field: str = "rejected_persona"
 
@@ -112,8 +114,12 @@ def infer_file(
     progress: bool = True,
     cache=None,
     generator: Generator | None = None,
+    executor=None,
 ) -> dict[str, Any]:
-    """Infer both personas of every pair into `output` (JSON Lines), resuming what is already there."""
+    """Infer both personas of every pair into `output` (JSON Lines), resuming what is already there.
+
+    `executor` (`persona_eval.executors`, prepared by the caller) computes the misses; None: here.
+    """
     from persona_eval.contracts.factories import build_generator
     from persona_eval.display.progress import Progress
     from persona_eval.persona_inference.pairs import FieldNames
@@ -125,14 +131,15 @@ def infer_file(
     output = Path(output)
     dropped_path = sidecar_path(output, "dropped")
     exemplars = load_exemplars(config.exemplars)
-    params = GenParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed, stop=("\n",))
+    params = defaults.gen_params(config.max_new_tokens, config.temperature, config.seed)
     if output.exists() and output.is_dir():
         raise UsageError("is a directory; -o wants a .jsonl file", where=str(output))
     if generator is None:
         generator = build_generator(config.model, option="--model")
     inferrer = PersonaInferrer(
         generator, exemplars=exemplars, k=config.k, params=params, max_attempts=config.max_attempts,
-        max_response_chars=config.max_response_chars, cache=cache,
+        max_response_chars=config.max_response_chars, use_prefix=config.use_prefix, cut=config.cut, cache=cache,
+        executor=executor, spec=config.model,
     )
     run_key = inferrer.run_key()
     pairs_by_id = {p.id: p for p in pairs}
@@ -144,6 +151,8 @@ def infer_file(
     model_identity = generator.identity()
     prompt_hash = inferrer.prompt.hash()
     chunk = max(1, getattr(generator, "preferred_batch_size", 8) // 2)
+    if executor is not None:  # a cluster call has a start-up cost: fewer, larger chunks
+        chunk = executor.chunk_items(chunk)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,7 +1,8 @@
 """`PersonaInferrer`: batched, cached persona inference (PI) on any generator backend.
 
 Each `PersonaJob` (one side of a pair; `pair_jobs` makes both) becomes a request rendered by
-`prompt.PersonaPrompt` and answered through the result cache (`persona_eval.pipeline.cached_map`,
+`prompt.PersonaPrompt` (the paper's layout and decoding settings, see `defaults`) and answered
+through the result cache (`persona_eval.pipeline.cached_map`,
 stage ``persona_inference``); the answer is cleaned and screened by `screening`. A persona that
 fails the format or the protected-attribute screen is asked again (at temperature 0.7 or more,
 with a note on what was wrong) and dropped after the last attempt. `PersonaOutcome` keeps the
@@ -10,13 +11,14 @@ attempts, flags and raw outputs of each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenParams, GenRequest, GenResult
 from persona_eval.errors import RunError, UsageError
 from persona_eval.hashing import stable_hash
+from persona_eval.persona_inference import defaults
 from persona_eval.persona_inference.prompt import (
     REASK_NOTES,
     SYSTEM_PROMPT,
@@ -80,24 +82,34 @@ class PersonaInferrer:
         generator: Generator,
         *,
         exemplars: Sequence[Exemplar] | None = None,
-        k: int = 4,
+        k: int = defaults.K,
         params: GenParams | None = None,
-        max_attempts: int = 3,
-        max_response_chars: int = 1500,
-        use_prefix: bool = True,
+        max_attempts: int = defaults.MAX_ATTEMPTS,
+        max_response_chars: int = defaults.MAX_RESPONSE_CHARS,
+        use_prefix: bool = defaults.USE_PREFIX,
+        cut: str = defaults.CUT,
         cache=None,
+        executor=None,
+        spec: str | None = None,
     ):
         from persona_eval.storage.cache import ResultCache
 
         if max_attempts < 1:
             raise UsageError("--max-attempts must be at least 1")
+        if cut not in defaults.CUTS:
+            raise UsageError(f"cut must be one of {', '.join(defaults.CUTS)}, got {cut!r}")
         self.generator = generator
         self.prompt = PersonaPrompt(exemplars if exemplars is not None else load_exemplars(), k, max_response_chars)
-        self.params = params or GenParams(max_new_tokens=48, temperature=0.0, stop=("\n",))
+        self.params = params or defaults.gen_params()
         self.max_attempts = max_attempts
         self.use_prefix = use_prefix
+        self.cut = cut
         self.cache = cache if cache is not None else ResultCache()
-        self.stats = {"requests": 0, "cached": 0, "computed": 0}
+        # --executor ray: misses go to workers that build the generator from its spec (`spec`).
+        self.executor = executor if spec else None
+        self.spec = spec
+        # Tokens count the calls computed here (estimated where the backend counted nothing), not cache hits.
+        self.stats = {"requests": 0, "cached": 0, "computed": 0, "input_tokens": 0, "output_tokens": 0}
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -106,6 +118,7 @@ class PersonaInferrer:
             "params": self.params.to_dict(),
             "max_attempts": self.max_attempts,
             "prefix": self.use_prefix,
+            "cut": self.cut,
         }
 
     def run_key(self) -> str:
@@ -115,10 +128,7 @@ class PersonaInferrer:
         params = self.params
         if attempt > 1:
             # A re-ask must be able to say something different from the greedy first answer.
-            params = GenParams(
-                max_new_tokens=params.max_new_tokens, temperature=max(params.temperature, 0.7),
-                top_p=params.top_p, seed=params.seed + attempt - 1, stop=params.stop,
-            )
+            params = replace(params, temperature=max(params.temperature, 0.7), seed=params.seed + attempt - 1)
         note = REASK_NOTES.get(problem or "", "")
         return GenRequest(
             id=job.key,
@@ -130,6 +140,8 @@ class PersonaInferrer:
 
     def _generate(self, requests: list[GenRequest]) -> tuple[list[GenResult], list[bool]]:
         from persona_eval.pipeline.cached_map import cached_map
+        from persona_eval.pipeline.generate import decode_result, encode_result
+        from persona_eval.scoring.usage import call_usage
 
         results: list[GenResult | None] = [None] * len(requests)
         hit: list[bool] = [False] * len(requests)
@@ -137,6 +149,10 @@ class PersonaInferrer:
         def on_result(index: int, result: GenResult, cached: bool) -> None:
             results[index] = result
             hit[index] = cached
+            if not cached:
+                usage = call_usage(requests[index], result)
+                self.stats["input_tokens"] += usage["input_tokens"]
+                self.stats["output_tokens"] += usage["output_tokens"]
 
         stats = cached_map(
             stage=STAGE,
@@ -144,11 +160,14 @@ class PersonaInferrer:
             inputs=requests,
             payload=GenRequest.cache_input,
             compute=self.generator.generate,
-            encode=lambda r: {"text": r.text, "finish_reason": r.finish_reason, "output_tokens": r.output_tokens},
-            decode=lambda d: GenResult(text=d["text"], finish_reason=d.get("finish_reason"), output_tokens=d.get("output_tokens"), cached=True),
+            # The generate stage's cache values: usage fields where the backend gave them, old values read too.
+            encode=encode_result,
+            decode=decode_result,
             cache=self.cache,
             batch_size=max(1, getattr(self.generator, "preferred_batch_size", 8)),
             on_result=on_result,
+            executor=self.executor,
+            work=self._work(),
         )
         for key in ("cached", "computed"):
             self.stats[key] += stats[key]
@@ -156,6 +175,13 @@ class PersonaInferrer:
         if any(r is None for r in results):
             raise RunError(f"{STAGE}: the generator returned no result for some requests")
         return results, hit  # type: ignore[return-value]
+
+    def _work(self):
+        if self.executor is None:
+            return None
+        from persona_eval.executors.work import GenerateWork
+
+        return GenerateWork(spec=self.spec, option="--model")
 
     def infer(self, jobs: Sequence[PersonaJob]) -> list[PersonaOutcome]:
         outcomes = [PersonaOutcome(text="", status="dropped", attempts=0) for _ in jobs]
@@ -172,7 +198,7 @@ class PersonaInferrer:
                 outcome.attempts = attempt
                 outcome.raw.append(result.text)
                 outcome.cached += int(cached)
-                candidate = normalize_persona(result.text, prefixed=self.use_prefix)
+                candidate = normalize_persona(result.text, prefixed=self.use_prefix, cut=self.cut)
                 outcome.candidate = candidate
                 problem = format_problem(candidate)
                 protected = screen_protected(candidate)

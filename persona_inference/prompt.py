@@ -1,11 +1,15 @@
-"""The few-shot persona-inference (PI) prompt: system prompt, exemplars, pair block, and its hash.
+"""The few-shot persona-inference (PI) prompt: instructions, exemplars, pair block, and its hash.
 
 For a preference pair (prompt, chosen, rejected) the *chosen persona* explains why a user would
 prefer the chosen response; the *rejected persona* is the same question with the responses
-swapped. The wording is our own; exemplars come from a YAML or JSONL file (`load_exemplars`,
-default ``data/pi_exemplars.yaml``), each persona checked against the persona format.
-`PersonaPrompt` renders k exemplars, then the query pair with long responses clipped; its
-`identity` and `hash` cover the system prompt, the template, the re-ask notes and the exemplars.
+swapped. The layout is the paper's (``persona_inference/prompts/persona_inference/*.txt`` and
+``PersonaInference`` in ``model/prompt_template_loader.py``): one user message holding the
+instructions, the exemplars, the instructions again and the query pair, each pair as
+``Prompt: ...\n---\nChosen Response: ...\n---\nRejected Response: ...\n---\nPersona:``. The
+instructions and exemplars are our own wording; exemplars come from a YAML or JSONL file
+(`load_exemplars`, default ``data/pi_exemplars.yaml``), each persona checked against the persona
+format. `PersonaPrompt.identity` and `hash` cover the instructions, the template, the re-ask
+notes and the exemplars.
 """
 
 from __future__ import annotations
@@ -17,22 +21,31 @@ from typing import Any, Sequence
 
 from persona_eval.errors import UsageError
 from persona_eval.hashing import stable_hash
+from persona_eval.persona_inference import defaults
 from persona_eval.persona_inference.screening import format_problem
 
 DEFAULT_EXEMPLARS = Path(__file__).resolve().parent / "data" / "pi_exemplars.yaml"
 
 
-SYSTEM_PROMPT = (
-    "You explain preferences by describing the person behind them. A user asked a prompt and "
-    "was shown two responses; they preferred one of them. Write the persona of this user: one "
-    "short sentence of the form \"The user is [attribute] and prefers [explanation]\". Describe "
-    "only high-level traits that explain the preference, such as information needs, interests, "
-    "expertise, situation and personality. Never mention race, ethnicity, religion, gender, "
-    "age, nationality, sexual orientation, disability or any other protected attribute."
+INSTRUCTIONS = (
+    "Below are a prompt and two responses to it that a user compared side by side: the user picked one "
+    "(Chosen Response) and passed over the other (Rejected Response). The prompt is what the user asked or "
+    "requested; the responses are what an assistant answered. Describe the user behind that choice in a "
+    "persona: one very short, specific sentence of the form \"The user is [attribute] and prefers "
+    "[explanation]\" that gives the reason the user picked the Chosen Response and not the Rejected Response. "
+    "Describe high-level traits one can infer about the user, such as information needs, interests, "
+    "expertise, situation and personality, without repeating details, words or phrasing of the prompt or "
+    "the responses. Never mention race, ethnicity, religion, gender, age, nationality, sexual orientation, "
+    "disability or any other protected attribute."
 )
+# Kept for callers that sent the instructions as a system message: the paper's layout has none.
+SYSTEM_PROMPT: str | None = None
 
 
-BLOCK_TEMPLATE = "Prompt: {prompt}\nPreferred response: {preferred}\nOther response: {other}\nPersona:"
+# The paper's pair block, labels included (model/prompt_template_loader.py, PersonaInference).
+BLOCK_TEMPLATE = "Prompt: {prompt}\n---\nChosen Response: {preferred}\n---\nRejected Response: {other}\n---\nPersona:"
+# The paper's prompt files separate their parts with a blank line (Prompt(delim="\n\n")).
+PART_SEPARATOR = "\n\n"
 
 
 REASK_NOTES = {
@@ -119,9 +132,10 @@ def _clip(text: str, limit: int) -> str:
 
 
 class PersonaPrompt:
-    """Renders the few-shot PI prompt: k exemplars, then the query pair."""
+    """Renders the few-shot PI prompt in the paper's layout: instructions, k exemplars, the
+    instructions again, then the query pair (one user message, no system prompt)."""
 
-    def __init__(self, exemplars: Sequence[Exemplar], k: int = 4, max_response_chars: int = 1500):
+    def __init__(self, exemplars: Sequence[Exemplar], k: int = defaults.K, max_response_chars: int = defaults.MAX_RESPONSE_CHARS):
         if k < 0:
             raise UsageError("--k must be zero or positive")
         if k > len(exemplars):
@@ -132,7 +146,7 @@ class PersonaPrompt:
 
     def shots(self, prompt: str) -> list[Exemplar]:
         # The same fixed exemplars for every query (a shared prefix batches and caches well),
-        # except one whose prompt is the query itself.
+        # except one whose prompt is the query itself: it would hand the model the answer.
         key = prompt.strip()
         return [e for e in self.exemplars if e.prompt.strip() != key][: self.k]
 
@@ -141,19 +155,16 @@ class PersonaPrompt:
         return BLOCK_TEMPLATE.format(prompt=_clip(prompt, clip * 2), preferred=_clip(preferred, clip), other=_clip(other, clip))
 
     def render(self, prompt: str, preferred: str, other: str, note: str = "") -> str:
-        parts = [f"{self.block(e.prompt, e.preferred, e.dispreferred)} {e.persona}" for e in self.shots(prompt)]
-        query = self.block(prompt, preferred, other)
-        head = "Here are examples of preference pairs and the persona that explains each preference." if parts else ""
-        tail = "Now write the persona for this pair, in one sentence."
-        if note:
-            tail += " " + note
-        body = "\n\n".join(parts + [query])
-        return f"{head}\n\n{body}\n\n{tail}".strip() if head else f"{body}\n\n{tail}"
+        shots = [f"{self.block(e.prompt, e.preferred, e.dispreferred)} {e.persona}" for e in self.shots(prompt)]
+        # A re-ask's note goes with the instructions next to the query, where the model reads it last.
+        closing = f"{INSTRUCTIONS} {note}" if note else INSTRUCTIONS
+        head = [INSTRUCTIONS, *shots] if shots else []
+        return PART_SEPARATOR.join([*head, closing, self.block(prompt, preferred, other)])
 
     def identity(self) -> dict[str, Any]:
         return {
-            "system": stable_hash(SYSTEM_PROMPT, 16),
-            "template": stable_hash([BLOCK_TEMPLATE, REASK_NOTES], 16),
+            "instructions": stable_hash(INSTRUCTIONS, 16),
+            "template": stable_hash([BLOCK_TEMPLATE, PART_SEPARATOR, "paper-layout", REASK_NOTES], 16),
             "exemplars": stable_hash([e.__dict__ for e in self.exemplars[: self.k + 1]], 16),
             "k": self.k,
             "max_response_chars": self.max_response_chars,

@@ -1,6 +1,7 @@
 """Post-processing of inferred personas: cleaning, the format check and two screens.
 
-`normalize_persona` cuts a model output to its first sentence and tidies it; `format_problem`
+`normalize_persona` cuts a model output to its first line (as the paper did; or its first
+sentence) and tidies it; `format_problem`
 says why a text is not of the form "The user is [attribute] and prefers [explanation]".
 `screen_protected` finds protected attributes a persona ascribes to the user (not topics it asks
 about); such a persona is re-asked and, after the last attempt, dropped. `screen_adversarial`
@@ -20,27 +21,35 @@ _PREFIX = re.compile(r"^the user is\b", re.IGNORECASE)
 _PREFERS = re.compile(r"\bprefer(?:s|ring|red)?\b", re.IGNORECASE)
 
 
+def first_line(text: str) -> str:
+    """The first non-empty line, stripped: the paper's ``raw_text.strip().split('\\n')[0].strip()``."""
+    return next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+
+
 def first_sentence(text: str) -> str:
     """The first sentence of the first non-empty line (abbreviations such as 'e.g.' do not end it)."""
-    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+    line = first_line(text)
     for match in _SENTENCE_END.finditer(line):
         if not _ABBREVIATIONS.search(line[: match.end()]):
             return line[: match.end()].strip()
     return line
 
 
-def normalize_persona(text: str, *, prefixed: bool = False) -> str:
-    """Clean one model output into a single persona sentence.
+def normalize_persona(text: str, *, prefixed: bool = False, cut: str = "line") -> str:
+    """Clean one model output into a single persona.
 
     ``prefixed`` means the request forced the reply to begin with "The user is", so the
-    generated text is its continuation.
+    generated text is its continuation. ``cut`` keeps the first ``line`` (the paper's cut)
+    or only the first ``sentence`` of it.
     """
+    if cut not in ("line", "sentence"):
+        raise ValueError(f"cut must be 'line' or 'sentence', got {cut!r}")
     text = text.replace("\r", "")
     text = text.strip()
     if prefixed and not _PREFIX.match(_LABEL.sub("", text.lstrip("*\"' "))):
         text = f"{PERSONA_PREFIX} {text}"
     text = _LABEL.sub("", text.strip())
-    text = first_sentence(text)
+    text = first_sentence(text) if cut == "sentence" else first_line(text)
     text = text.strip().strip("*_`").strip().strip("\"'\u201c\u201d").strip()
     text = " ".join(text.split())
     if _PREFIX.match(text):

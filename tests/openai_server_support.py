@@ -38,6 +38,22 @@ sees, in arrival order), ``first_attempts`` (each distinct request body fails it
 order-independent retry counts), then ``rate`` (random, seeded). Every request and every
 injected fault is counted in the server's `FaultStats`.
 
+Batches: ``serve(..., batch_policy=ScriptedBatches(...))`` controls the production server's Batch
+API lifecycle: a batch stays ``validating`` for ``start_after_polls`` polls and ``in_progress``
+for ``finish_after_polls`` more (or ``start_after_s``/``finish_after_s`` seconds), or until
+``release()`` when created with ``held=True``; ``expire(job, custom_id)`` and
+``fail(job, custom_id) -> status`` pick requests that expire unexecuted or fail;
+``reject(job) -> reason`` fails a batch at validation. `FaultStats.batch_submissions` counts
+every custom id submitted in a validated batch, so a test can prove nothing was paid for twice.
+
+Rate limits: ``serve(..., rate_limit=RateLimit(requests_per_s=N, burst=B))`` puts a token bucket
+in front of chat completions (batches are exempt, as with OpenAI): above it, 429 with
+``retry-after`` (whole seconds, rounded up) and ``retry-after-ms``; every answer carries
+``x-ratelimit-limit-requests`` (the bucket's size), ``x-ratelimit-remaining-requests`` and
+``x-ratelimit-reset-requests`` (time until the bucket is full again, formatted as OpenAI does:
+``"12ms"``, ``"1.5s"``, ``"6m0s"``), and the ``-tokens`` three when ``tokens_per_s`` is set (a
+request costs its prompt's whitespace words plus its max tokens). ``headers=False``: 429s only.
+
 Imported by tests (``tests/`` is on ``sys.path`` under pytest) and by ``bench/`` scripts,
 which put ``tests/`` on ``sys.path`` themselves. aiohttp is imported only inside functions,
 like the production module, so importing this stays cheap.
@@ -48,13 +64,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import random
+import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from persona_eval.serving.openai_server import (
     Answer,
+    BatchJob,
+    BatchPolicy,
     ChatCall,
     ChatReply,
     ChatRequest,
@@ -255,32 +276,183 @@ class FaultPlan:
 
 
 class FaultStats(ServerStats):
-    """`ServerStats` plus the faults injected, by kind (``snapshot()["faults"]``)."""
+    """`ServerStats` plus the faults injected, by kind (``snapshot()["faults"]``), the 429s of the
+    rate limit (``rate_limited``) and how often each custom id was submitted in a batch."""
 
     def __init__(self, keep_bodies: int = 2000):
         super().__init__(keep_bodies=keep_bodies)
         self.faults: Counter[str] = Counter()
+        self.rate_limited = 0
+        self.batch_submissions: Counter[str] = Counter()
 
     def fault(self, kind: str) -> None:
         with self._lock:
             self.faults[kind] += 1
 
+    def record_batch(self, job: BatchJob) -> None:
+        with self._lock:
+            self.batch_submissions.update(job.custom_ids)
+
     def snapshot(self) -> dict[str, Any]:
         snapshot = super().snapshot()
         with self._lock:
             snapshot["faults"] = dict(self.faults)
+            snapshot["rate_limited"] = self.rate_limited
+            snapshot["batch_submissions"] = dict(self.batch_submissions)
         return snapshot
+
+
+# -- batches with a scripted lifecycle -------------------------------------------------------
+
+
+@dataclass
+class ScriptedBatches(BatchPolicy):
+    """A batch lifecycle for tests (see the module docstring)."""
+
+    start_after_polls: int = 0
+    finish_after_polls: int = 0
+    start_after_s: float = 0.0
+    finish_after_s: float = 0.0
+    held: bool = False
+    expire: Callable[[BatchJob, str], bool] | None = None
+    fail: Callable[[BatchJob, str], int | None] | None = None
+    reject: Callable[[BatchJob], str | None] | None = None
+    _released: threading.Event = field(default_factory=threading.Event, repr=False)
+    _created: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def release(self) -> None:
+        """Let held batches go on (from any thread)."""
+        self._released.set()
+
+    async def advance(self, job: BatchJob, status: str) -> None:
+        polls = self.start_after_polls + (self.finish_after_polls if status == "finalizing" else 0)
+        seconds = self.start_after_s + (self.finish_after_s if status == "finalizing" else 0.0)
+        created = self._created.setdefault(job.id, time.monotonic())  # the first call comes right after creation
+        while (job.polls < polls or time.monotonic() - created < seconds
+               or (self.held and not self._released.is_set())):
+            await asyncio.sleep(0.005)
+
+    def validate(self, job: BatchJob) -> str | None:
+        return self.reject(job) if self.reject is not None else None
+
+    def outcome(self, job: BatchJob, line: dict[str, Any]) -> str | int | None:
+        custom = line["custom_id"]
+        if self.expire is not None and self.expire(job, custom):
+            return "expired"
+        if self.fail is not None:
+            return self.fail(job, custom)
+        return None
+
+
+# -- rate limits ----------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as OpenAI's rate-limit headers write it: ``"12ms"``, ``"1.5s"``, ``"6m0s"``, ``"1h2m3s"``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 1.0:
+        return f"{int(math.ceil(seconds * 1000))}ms"
+    hours, rest = divmod(seconds, 3600.0)
+    minutes, rest = divmod(rest, 60.0)
+    secs = f"{round(rest, 3):g}s"
+    if hours:
+        return f"{int(hours)}h{int(minutes)}m{secs}"
+    if minutes:
+        return f"{int(minutes)}m{secs}"
+    return secs
+
+
+@dataclass
+class RateLimit:
+    """A token bucket of `requests_per_s` (size `burst`, default a tenth of a second's worth, at least 1),
+    and optionally of `tokens_per_s` (size `token_burst`, default one second's worth)."""
+
+    requests_per_s: float
+    burst: float | None = None
+    tokens_per_s: float | None = None
+    token_burst: float | None = None
+    headers: bool = True
+
+
+class _Bucket:
+    def __init__(self, rate: float, size: float):
+        self.rate, self.size = float(rate), float(size)
+        self.level, self.stamp = float(size), time.monotonic()
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.size, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait(self, cost: float) -> float:
+        return max(0.0, (cost - self.level) / self.rate)
+
+    def headers(self, name: str) -> dict[str, str]:
+        return {f"x-ratelimit-limit-{name}": str(int(self.size)),
+                f"x-ratelimit-remaining-{name}": str(max(0, int(math.floor(self.level)))),
+                f"x-ratelimit-reset-{name}": format_duration((self.size - self.level) / self.rate)}
+
+
+class _Limiter:
+    """The server side of a `RateLimit` (used on the server's event loop only)."""
+
+    def __init__(self, limit: RateLimit):
+        self.limit = limit
+        self.requests = _Bucket(limit.requests_per_s, limit.burst or max(1.0, limit.requests_per_s / 10.0))
+        self.tokens = None
+        if limit.tokens_per_s:
+            self.tokens = _Bucket(limit.tokens_per_s, limit.token_burst or limit.tokens_per_s)
+
+    @staticmethod
+    def cost(chat: ChatRequest) -> float:
+        return float(sum(len(m["content"].split()) for m in chat.messages) + (chat.max_tokens or 0))
+
+    def admit(self, chat: ChatRequest) -> tuple[bool, dict[str, str]]:
+        """(admitted, headers for the answer); an admitted request takes its share of the buckets."""
+        now = time.monotonic()
+        cost = self.cost(chat)
+        buckets = [(self.requests, 1.0, "requests")] + ([(self.tokens, cost, "tokens")] if self.tokens else [])
+        for bucket, _, _ in buckets:
+            bucket.refill(now)
+        wait = max(bucket.wait(amount) for bucket, amount, _ in buckets)
+        if wait <= 0:
+            for bucket, amount, _ in buckets:
+                bucket.level -= amount
+        headers: dict[str, str] = {}
+        if self.limit.headers:
+            for bucket, _, name in buckets:
+                headers.update(bucket.headers(name))
+        if wait > 0:
+            headers["retry-after"] = str(max(1, int(math.ceil(wait))))
+            headers["retry-after-ms"] = str(max(1, int(math.ceil(wait * 1000))))
+        return wait <= 0, headers
 
 
 class LoopbackServer(OpenAIServer):
     """`OpenAIServer` whose chat completions pass through ``self.faults`` (a `FaultPlan`, swappable while running)."""
 
-    def __init__(self, responder: Any, *, faults: FaultPlan | None = None, keep_bodies: int = 2000, **options: Any):
+    def __init__(self, responder: Any, *, faults: FaultPlan | None = None, keep_bodies: int = 2000,
+                 rate_limit: RateLimit | None = None, **options: Any):
         self.faults = faults or FaultPlan()
+        self.rate_limit = _Limiter(rate_limit) if rate_limit is not None else None
         super().__init__(as_responder(responder), middleware=self._inject_fault, stats=FaultStats(keep_bodies),
                          **options)
 
     async def _inject_fault(self, call: ChatCall, answer: Answer):
+        headers: dict[str, str] = {}
+        if self.rate_limit is not None:
+            admitted, headers = self.rate_limit.admit(call.chat)
+            if not admitted:
+                with self.stats._lock:
+                    self.stats.rate_limited += 1
+                self.stats.status(429)
+                return error_response(429, "Rate limit reached for requests; please try again later.",
+                                      type="requests", code="rate_limit_exceeded", headers=headers)
+        response = await self._faulty_answer(call, answer)
+        if headers and not getattr(response, "prepared", True):
+            response.headers.update(headers)
+        return response
+
+    async def _faulty_answer(self, call: ChatCall, answer: Answer):
         plan = self.faults  # read once: a swap mid-request must not mix two plans
         ctx = FaultContext(request=call.request, chat=call.chat, plan=plan, server=self)
         kind = plan.pick(ctx)

@@ -20,7 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "persona-eval-example-plugin"
-HEAVY = ("torch", "transformers", "vllm", "sentence_transformers", "datasets", "openai", "peft", "trl", "bm25s")
+HEAVY = ("torch", "transformers", "vllm", "sentence_transformers", "datasets", "openai", "peft", "trl", "bm25s",
+         "ray")
 PLUGIN_ENV = ("PERSONA_EVAL_LOAD_PLUGINS", "PERSONA_EVAL_STRICT_PLUGINS")
 
 
@@ -65,7 +66,8 @@ def table_rows(output: str) -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins"], ["ls", "judges"], ["ls", "tasks"]])
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["judge", "--help"], ["infer", "--help"], ["plugins"],
+                                  ["ls", "judges"], ["ls", "tasks"]])
 def test_light_commands_import_no_model_library(args):
     assert imported_after(args) == []
 

@@ -5,7 +5,8 @@ read stderr line by line: every line must be ours (the one-line preparation of t
 rich's final progress-bar lines; a non-terminal stderr gets no live bars), and nothing of the
 libraries may show: no tqdm bar, no "Loading weights", no "[transformers]" log line, no Python
 warning; loading a model with an adapter prints nothing either. ``--quiet`` leaves stderr empty:
-the report is all there is, on stdout. The fast tests pin
+the report is all there is, on stdout, and it ends with one usage line (calls, cached, tokens, no
+cost without a price). The fast tests pin
 the switches behind that (`persona_eval.display.quiet`): each is turned off around our call and
 restored after it, so the libraries stay as loud as the user left them everywhere else.
 """
@@ -33,6 +34,9 @@ THIRD_PARTY = ("%|", "it/s", "Loading weights", "Converting and de-quantizing", 
 PREPARING = re.compile(r"^preparing the embedded model \(first run only\) \.\.\. done in \d+ s$")
 # rich's last frame of one of our bars: description, bar, done/total, elapsed, remaining.
 BAR = re.compile(r"^(generate \w+ \(\w+\)|judge \w+) +[━╸╺ ]+ +\d+/\d+ +\d+:\d\d:\d\d +(\d+:\d\d:\d\d|-:--:--)$")
+# The report's usage line (no --price: tokens only, never a cost); every count comes from the tokenizer.
+USAGE = re.compile(r"^usage: generate 2 calls \(0 cached\) \d+ in / \d+ out tokens · "
+                   r"judge 4 calls \(0 cached\) [\d.]+k? in / \d+ out tokens$")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -89,6 +93,9 @@ def test_a_later_run_prints_only_our_bars(embedded_model_dir, tmp_path):
     assert [BAR.match(line).group(1) for line in _lines(completed.stderr)] == [
         "generate test (pt)", "generate baseline (baseline)", "judge prometheus"], completed.stderr
     assert not [line for line in completed.stdout.splitlines() if BAR.match(line.rstrip())], completed.stdout
+    assert [line for line in completed.stdout.splitlines() if line.startswith("usage:")] == [
+        line for line in completed.stdout.splitlines() if USAGE.match(line.rstrip())], completed.stdout
+    assert sum(bool(USAGE.match(line.rstrip())) for line in completed.stdout.splitlines()) == 1, completed.stdout
 
 
 @pytest.mark.slow

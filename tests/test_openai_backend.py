@@ -59,6 +59,8 @@ def test_success_keeps_order_and_sends_system_and_prefill():
             generator.close()
         assert [r.text for r in results] == [f"echo:question {i}" for i in range(20)]
         assert results[0].finish_reason == "stop" and results[0].output_tokens == 2
+        # The loopback server counts whitespace words: "Be brief." + "question 0" + the prefix "Sure,".
+        assert (results[0].input_tokens, results[0].usage_source) == (5, "api") and results[1].input_tokens == 4
         first = next(b for b in server.stats.bodies if b["messages"][1]["content"] == "question 0")
         assert first["messages"] == [
             {"role": "system", "content": "Be brief."},
@@ -66,7 +68,9 @@ def test_success_keeps_order_and_sends_system_and_prefill():
             {"role": "assistant", "content": "Sure,"},
         ]
         assert first["max_tokens"] == 7 and first["seed"] == 3 and first["temperature"] == 0.0
-        assert generator.stats() == {"requests": 20, "retries": 0, "failures": 0, "items": 20, "retry_reasons": {}}
+        assert generator.stats() == {"requests": 20, "retries": 0, "failures": 0, "items": 20, "retry_reasons": {},
+                                     "rate_limited": 0, "input_tokens": 81, "output_tokens": 40, "concurrency": 8,
+                                     "concurrency_min": 8, "concurrency_decreases": 0}
         assert generator.preferred_batch_size == 32
 
 

@@ -197,8 +197,8 @@ def test_run_judges_released_outputs_with_a_predictable_judge(tmp_path, scripted
             assert record["response"] == base[index]
     # The judge saw the paper's instruction text (the prompt and the rejected gold persona).
     judge_prompts = scripted.judge_calls("longer")
-    assert any("Please provide a response that aligns with the attributes of the following persona. Prompt: Prompt: "
-               "My friend told me" in p for p in judge_prompts)
+    assert any("Please provide a response to the following prompt. Prompt: Prompt: "
+               "My friend told me" in p and " Persona: The user is" in p for p in judge_prompts)
 
 
 @pytest.mark.slow

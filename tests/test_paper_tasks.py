@@ -120,23 +120,45 @@ def test_paper_tasks_are_packaged_pinned_and_prefixed():
         assert dpo.spec.response_prefix == task.spec.response_prefix
 
 
+# persona_tailoring/evaluation/run_judge.py (every commit has these rubrics; INSTRUCTION_MAP since c35c3be,
+# "fixed errors in LLM judge", which replaced the earlier PERSONA_MAP sentence of the personalization instruction).
+PAPER_INSTRUCTIONS = {"pe_beavertails": "Please provide a response to the following prompt.",
+                      "pe_anthropic_hhh": "Please provide a response to the following prompt.",
+                      "pe_mnemonic": "Please provide a keyword mnemonic to the following vocabulary term."}
+PAPER_RUBRICS = {"quality": "Is the response high-quality?",
+                 "personalization": "Does the response answer the prompt and align with the user's specified persona?"}
+EARLIER_PERSONA_INSTRUCTION = "Please provide a response that aligns with the attributes of the following persona."
+
+
 def test_judge_criteria_are_the_papers():
-    for name in ("pe_beavertails", "pe_anthropic_hhh"):
-        criteria = resolve_task(name).spec.judge.criteria
-        assert criteria["quality"].instruction == "Please provide a response to the following prompt. Prompt: Prompt: {{ prompt }}"
-        assert criteria["quality"].rubric == "Is the response high-quality?"
-        assert criteria["personalization"].instruction == (
-            "Please provide a response that aligns with the attributes of the following persona. "
-            "Prompt: Prompt: {{ prompt }} Persona: {{ persona }}")
-        assert criteria["personalization"].rubric == "Does the response align with the user's specified persona?"
-    mnemonic = resolve_task("pe_mnemonic").spec.judge.criteria
-    assert mnemonic["quality"].instruction.startswith("Please provide a keyword mnemonic to the following vocabulary term.")
-    assert "{{ prompt }} sounds like" in mnemonic["quality"].instruction
-    assert "{{ prompt }} sounds like Persona: {{ persona }}" in mnemonic["personalization"].instruction
+    for name, instruction in PAPER_INSTRUCTIONS.items():
+        spec = resolve_task(name).spec
+        criteria = spec.judge.criteria
+        assert criteria["quality"].instruction == f"{instruction} Prompt: Prompt: {{{{ prompt }}}}"
+        assert criteria["personalization"].instruction == f"{instruction} Prompt: Prompt: {{{{ prompt }}}} Persona: {{{{ persona }}}}"
+        assert {c: criteria[c].rubric for c in PAPER_RUBRICS} == PAPER_RUBRICS
+        # "sounds like" is the Mnemonic generation prefix, never part of the judge's text.
+        assert all("sounds like" not in c.instruction for c in criteria.values())
+        # The paper's judge: prometheus-eval's string, sampling and retries; its parser; no P(A) verdicts.
+        judge = spec.judge
+        assert judge.options == {"prompt_format": "paper", "verdict_parser": "prometheus_eval", "verdict_fallback": "none"}
+        assert (judge.max_attempts, judge.generation.max_new_tokens, judge.generation.temperature, judge.generation.top_p,
+                judge.generation.repetition_penalty) == (11, 1024, 1.0, 0.9, 1.03)
+        assert spec.defaults.judge_model == "vllm:prometheus-eval/prometheus-7b-v2.0"  # run_judge.setup_model
+        # The paper's SFT/DPO inference: greedy, 10 to 512 new tokens, stopping at a new "Prompt:".
+        generation = spec.generation
+        assert (generation.temperature, generation.min_new_tokens, generation.max_new_tokens, generation.stop,
+                generation.repetition_penalty) == (0.0, 10, 512, ["\nPrompt:"], None)
 
 
 def test_the_papers_instruction_matches_its_judge_log(paper_outputs):
-    """Our BeaverTails criteria, rendered, are the instructions of the paper's released judge log."""
+    """Our BeaverTails criteria, rendered, against the paper's released judge log.
+
+    The log predates run_judge.py's "fixed errors in LLM judge" commit: its quality instruction
+    is ours byte for byte; its personalization instruction still opens with the earlier PERSONA_MAP
+    sentence, which the final code (and so our task) replaced by INSTRUCTION_MAP's. Both keep the
+    doubled "Prompt: Prompt:" that run_judge.py's parser leaves (see test_paper_judge_prompt).
+    """
     from persona_eval.rendering.prompts import render_template
 
     log = json.loads((paper_outputs / "beavertails" / "judge_comparison_ptdpo_vs_ptsft_example.json").read_text())
@@ -144,7 +166,10 @@ def test_the_papers_instruction_matches_its_judge_log(paper_outputs):
     persona = log["personalization"]["instructions"][0].split(" Persona: ", 1)[1]
     criteria = resolve_task("pe_beavertails").spec.judge.criteria
     assert render_template(criteria["quality"].instruction, prompt=prompt, persona=persona) == log["response_quality"]["instructions"][0]
-    assert render_template(criteria["personalization"].instruction, prompt=prompt, persona=persona) == log["personalization"]["instructions"][0]
+    logged = log["personalization"]["instructions"][0]
+    assert logged.startswith(EARLIER_PERSONA_INSTRUCTION + " Prompt: Prompt: ")
+    assert render_template(criteria["personalization"].instruction, prompt=prompt, persona=persona) == logged.replace(
+        EARLIER_PERSONA_INSTRUCTION, PAPER_INSTRUCTIONS["pe_beavertails"], 1)
 
 
 def test_mnemonic_prefix_renders_like_the_paper():
@@ -384,9 +409,9 @@ def test_mnemonic_run_renders_prefix_and_judges_without_it(tmp_path, recorder):
     assert first.prompt + first.response_prefix == (
         "Prompt: abate\nPersona: The user is terse (test 0) and prefers one line.\nResponse: Abate sounds like")
     assert len(judge) == 2 * 2 * 2  # items x criteria x orders
-    quality = next(r.prompt for r in judge if "keyword mnemonic" in r.prompt)
-    assert "Please provide a keyword mnemonic to the following vocabulary term. Prompt: Prompt: abate sounds like" in quality
-    assert "'a bait' (pt)" in quality and "sounds like'" not in quality and "Abate sounds like" not in quality
+    quality = next(r.prompt for r in judge if "keyword mnemonic" in r.prompt and "Persona:" not in r.prompt)
+    assert "Please provide a keyword mnemonic to the following vocabulary term. Prompt: Prompt: abate\n" in quality
+    assert "'a bait' (pt)" in quality and "sounds like" not in quality
     records = [json.loads(line) for line in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
     assert {r["response"] for r in records} == {"'a bait' (pt)", "'a bait' (base)"}
     assert results["persona_source"]["name"] == "precomputed"

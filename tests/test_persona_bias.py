@@ -51,8 +51,8 @@ def test_word_bias_probabilities_and_min_count():
 
 
 def test_report_files(tmp_path):
-    chosen = ["The user is curious and prefers thorough explanations."] * 4
-    rejected = ["The user is hurried and prefers brief answers."] * 4
+    chosen = [f"The user is curious and prefers thorough explanations of topic {i}." for i in "abcd"]
+    rejected = [f"The user is hurried and prefers brief answers about topic {i}." for i in "abcd"]
     report = pb.bias_report(chosen, rejected, min_count=2, top=3, source={"test": True})
     assert [w["word"] for w in report["top_chosen"]] == ["curious", "explanations", "thorough"]
     assert [w["word"] for w in report["top_rejected"]] == ["answers", "brief", "hurried"]
@@ -85,7 +85,9 @@ def test_analyze_a_task_and_a_persona_file(tmp_path):
     from_task = cli("analyze", "demo", "--partition", "train", "--min-count", "4", "--json")
     assert from_task.returncode == 0, from_task.stderr
     report = json.loads(from_task.stdout)
-    assert report["personas"] == {"chosen": 48, "rejected": 48}
+    # The demo's 48 training pairs repeat some personas: each distinct one counts once.
+    assert report["personas_given"] == {"chosen": 48, "rejected": 48}
+    assert report["personas"]["rejected"] == 48 - report["duplicates_removed"]["rejected"] < 48
     # The demo's rejected personas are the phone readers and the tight budgets.
     rejected_words = {w["word"] for w in report["top_rejected"]}
     assert {"short", "budget"} <= rejected_words
@@ -99,7 +101,8 @@ def test_beavertails_persona_bias(paper_outputs, tmp_path):
                  "-o", str(tmp_path / "bias"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["personas"] == {"chosen": 499, "rejected": 499}
+    assert report["personas_given"] == {"chosen": 499, "rejected": 499}
+    assert report["personas"] == {"chosen": 497, "rejected": 499}  # two chosen personas occur twice
     words = {w["word"]: w for w in json.loads((tmp_path / "bias" / "persona_bias.json").read_text())["words"]}
     chosen_top = {w["word"] for w in report["top_chosen"]}
     rejected_top = {w["word"] for w in report["top_rejected"]}

@@ -15,9 +15,8 @@ from persona_eval.errors import UsageError
 from persona_eval.persona_inference.infer_file import InferConfig, infer_file, sidecar_path
 from persona_eval.persona_inference.inference import PersonaInferrer, pair_jobs
 from persona_eval.persona_inference.pairs import FieldNames, load_pairs, normalise_record
-from persona_eval.persona_inference.prompt import REASK_NOTES, SYSTEM_PROMPT, PersonaPrompt, load_exemplars
+from persona_eval.persona_inference.prompt import REASK_NOTES, PersonaPrompt, load_exemplars
 from persona_eval.persona_inference.screening import (
-    PERSONA_PREFIX,
     first_sentence,
     format_problem,
     normalize_persona,
@@ -55,7 +54,9 @@ class ScriptedGenerator(Generator):
 @pytest.mark.parametrize(
     "raw, prefixed, expected",
     [
-        ("a careful cook and prefers detailed steps. Also, they like food.", True, "The user is a careful cook and prefers detailed steps."),
+        # The paper's cut keeps the whole first line, a second sentence included.
+        ("a careful cook and prefers detailed steps. Also, they like food.", True, "The user is a careful cook and prefers detailed steps. Also, they like food."),
+        ("\n\nThe user is a reader and prefers depth.\nPrompt: next", False, "The user is a reader and prefers depth."),
         ("The user is a busy parent and prefers short lists\nSecond line", False, "The user is a busy parent and prefers short lists."),
         ('Persona: "The user is curious and prefers examples, e.g. recipes."', False, "The user is curious and prefers examples, e.g. recipes."),
         ("**The user is  a   planner and prefers checklists.**", True, "The user is a planner and prefers checklists."),
@@ -65,6 +66,13 @@ class ScriptedGenerator(Generator):
 )
 def test_normalize_persona(raw, prefixed, expected):
     assert normalize_persona(raw, prefixed=prefixed) == expected
+
+
+def test_normalize_persona_sentence_cut():
+    raw = "a careful cook and prefers detailed steps. Also, they like food."
+    assert normalize_persona(raw, prefixed=True, cut="sentence") == "The user is a careful cook and prefers detailed steps."
+    with pytest.raises(ValueError):
+        normalize_persona(raw, cut="word")
 
 
 def test_first_sentence_ignores_abbreviations():
@@ -144,7 +152,7 @@ def test_screen_adversarial(text, flagged):
 
 def test_default_exemplars_are_valid_and_clean():
     exemplars = load_exemplars()
-    assert len(exemplars) >= 6
+    assert len(exemplars) == 5  # as each of the paper's prompt files (pinned in test_pi_paper_defaults.py)
     for e in exemplars:
         assert format_problem(e.persona) is None
         assert screen_protected(e.persona) == []
@@ -168,7 +176,7 @@ def test_prompt_renders_k_exemplars_and_skips_the_query_itself():
     text = prompt.render(exemplars[0].prompt, "PREFERRED TEXT", "OTHER TEXT")
     assert exemplars[0].persona not in text  # the query's own exemplar is never a shot
     assert exemplars[1].persona in text and exemplars[2].persona in text
-    assert text.count("Preferred response:") == 3
+    assert text.count("Chosen Response:") == 3
     assert text.index("PREFERRED TEXT") > text.index(exemplars[2].persona)
     with pytest.raises(UsageError, match="more exemplars"):
         PersonaPrompt(exemplars, k=len(exemplars) + 1)
@@ -268,12 +276,12 @@ def test_reask_then_keep_or_drop(tmp_path):
         query = request.prompt.rsplit("Prompt:", 1)[1]
         reasked = request.params.temperature > 0
         if "Prompt 0?" in query:  # protected first, clean when re-asked
-            return "a devout Muslim and prefers long answers." if not reasked else "a thorough reader and prefers long answers."
+            return "The user is a devout Muslim and prefers long answers." if not reasked else "The user is a thorough reader and prefers long answers."
         if "Prompt 1?" in query:  # always protected
-            return "a retiree and prefers short answers."
+            return "The user is a retiree and prefers short answers."
         if "Prompt 2?" in query:  # never in the format
-            return "likes stuff"
-        return "a harm-seeker wanting to steal from shops and prefers quick tips."
+            return "The user is someone who likes stuff"
+        return "The user is a harm-seeker wanting to steal from shops and prefers quick tips."
 
     generator = ScriptedGenerator(reply)
     inferrer = PersonaInferrer(generator, k=1, max_attempts=2, cache=NullCache())
@@ -296,10 +304,11 @@ def test_reask_then_keep_or_drop(tmp_path):
 
 def test_infer_file_resumes_and_summarises(tmp_path):
     def reply(request: GenRequest) -> str:
-        query = request.prompt.rsplit("Preferred response:", 1)[1]
+        query = request.prompt.rsplit("Chosen Response:", 1)[1]
         if "Prompt 3?" in request.prompt.rsplit("Prompt:", 1)[1]:
-            return "a mother and prefers things."  # protected every time: item 3 is dropped
-        return "a reader and prefers long answers." if "Long careful" in query.split("Other response:")[0] else "a skimmer and prefers short answers."
+            return "The user is a mother and prefers things."  # protected every time: item 3 is dropped
+        chosen = query.split("Rejected Response:")[0]
+        return "The user is a reader and prefers long answers." if "Long careful" in chosen else "The user is a skimmer and prefers short answers."
 
     out = tmp_path / "out" / "personas.jsonl"
     config = InferConfig(model="scripted:x", k=1, max_attempts=2)
@@ -337,7 +346,7 @@ def test_infer_file_resumes_and_summarises(tmp_path):
 
 def test_results_are_cached(tmp_path):
     def reply(request):
-        return "a reader and prefers long answers."
+        return "The user is a reader and prefers long answers."
 
     cache = ResultCache(tmp_path / "cache.sqlite")
     generator = ScriptedGenerator(reply)
@@ -372,13 +381,15 @@ def test_infer_and_pi_accuracy_over_an_openai_compatible_api(tmp_path):
 
     def respond(chat) -> str:
         system, prompt, prefix = chat.parts()
-        seen.append((system, prefix))
         if "Which response would this user prefer?" in prompt:  # the PI-accuracy judge
             persona = prompt.split("Persona:", 1)[1].split("\n", 1)[0]
             first = prompt.split("Response A:", 1)[1].split("Response B:", 1)[0]
             return "A" if ("careful answer" in first) == ("reader" in persona) else "B"
-        preferred = prompt.rsplit("Preferred response:", 1)[1].split("Other response:", 1)[0]
-        return " a reader and prefers long answers." if "careful answer" in preferred else " a skimmer and prefers short answers."
+        seen.append((system, prefix))
+        preferred = prompt.rsplit("Chosen Response:", 1)[1].split("Rejected Response:", 1)[0]
+        # A chatty model: the persona line, then more text; the paper's cut keeps the first line.
+        persona = "The user is a reader and prefers long answers." if "careful answer" in preferred else "The user is a skimmer and prefers short answers."
+        return f"{persona}\nThis is because the chosen response is longer."
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p.record) + "\n" for p in _pairs(3)))
@@ -394,7 +405,7 @@ def test_infer_and_pi_accuracy_over_an_openai_compatible_api(tmp_path):
     assert [r["chosen_persona"] for r in records] == ["The user is a reader and prefers long answers."] * 3
     assert [r["rejected_persona"] for r in records] == ["The user is a skimmer and prefers short answers."] * 3
     assert records[0]["persona_inference"]["model_identity"]["backend"] == "openai"
-    assert (SYSTEM_PROMPT, PERSONA_PREFIX) in seen
+    assert seen and all(entry == (None, "") for entry in seen)  # the paper's layout: one user message, no forced prefix
     report = json.loads(judged.stdout)
     assert report["mode"] == "text"
     assert report["chosen"]["accuracy"] == 1.0 and report["rejected"]["accuracy"] == 1.0 and report["chosen"]["unparseable"] == 0

@@ -374,3 +374,28 @@ def test_ctrl_c_leaves_a_usable_adapter_and_resumes(tmp_path, embedded_model_dir
                     quiet=True, resume=True)
     assert resumed.metadata["status"] == "complete" and resumed.metadata["steps"]["global_step"] == 3
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_training_leaves_the_earlier_output_as_it_was(tmp_path, embedded_model_dir):
+    """A fresh training writes into a hidden sibling folder; a failure removes it, --overwrite's target untouched."""
+    from transformers import TrainerCallback
+
+    from persona_eval.trainers.common import train
+    from persona_eval.trainers.config import TrainConfig
+
+    class Fail(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            assert (tmp_path / ".sft.partial").is_dir()  # the work folder, beside the untouched output
+            raise RuntimeError("disk on fire")
+
+    out = tmp_path / "sft"
+    out.mkdir()
+    (out / "metadata.json").write_text('{"status": "complete"}')
+    (out / "adapter_model.safetensors").write_text("the earlier adapter")
+    config = TrainConfig(max_length=96, per_device_batch_size=1, eval_fraction=0.0)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train("sft", task="demo", base_model="hf:embedded", output=out, config=config, max_steps=2, limit=2, quiet=True,
+              overwrite=True, extra_callbacks=[Fail()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]
+    assert (out / "adapter_model.safetensors").read_text() == "the earlier adapter"

@@ -1,7 +1,7 @@
 """The training driver shared by SFT and DPO: resolve inputs, load, train, save, report.
 
-`train()` checks every input before it creates anything, loads the base model the way the
-`hf` generator resolves it (``hf:embedded`` is the embedded SmolLM2), builds the dataset
+`train()` checks every input before it creates anything (`trainers.inputs`), loads the base
+model the way the `hf` generator resolves it (``hf:embedded`` is the embedded SmolLM2), builds the dataset
 with `trainers.data` (the evaluation's own rendering), runs TRL with a PEFT LoRA adapter
 and writes the output folder with `trainers.outputs`.
 
@@ -17,13 +17,15 @@ Ctrl-C stops cleanly after the current optimizer step, saves a resumable checkpo
 usable adapter marked ``interrupted``; a second Ctrl-C stops at once and still saves the
 adapter. ``--resume`` continues from the last checkpoint.
 
+Under a launcher (``--num-processes``, ``accelerate launch``, ``torchrun``) every process runs
+`train()` data-parallel and only the main one writes; a fresh training fills a hidden sibling
+folder that becomes ``--output`` when complete (`trainers.distributed`).
+
 This module imports torch, transformers, TRL and PEFT at import time: import it lazily.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
 import threading
@@ -35,157 +37,23 @@ from typing import Any, Sequence
 from transformers import TrainerCallback
 
 from persona_eval.errors import RunError, UsageError
-from persona_eval.trainers.config import TrainConfig
-from persona_eval.trainers.data import KINDS, PERSONA_MODES, TrainingData, build_training_data
+from persona_eval.trainers.config import BatchLayout, TrainConfig, batch_layout
+from persona_eval.trainers.data import TrainingData, build_training_data
 
-HF_BACKENDS = ("hf", "transformers", "huggingface")
-CHECKPOINTS = "checkpoints"
-
-
-# -- inputs ---------------------------------------------------------------------------------
-
-
-@dataclass
-class BaseModelRef:
-    """A base model resolved exactly as the `hf` generator resolves its model name."""
-
-    name: str
-    path: str
-    display_name: str
-    revision: str | None
-    trust_remote_code: bool
-    identity: dict[str, Any]
-
-    @property
-    def spec(self) -> str:
-        """The `--model` spec that loads this base in `persona-eval run`."""
-        name = self.name if self.name == "embedded" or not Path(self.path).exists() else str(Path(self.path).resolve())
-        options = f",revision={self.revision}" if self.revision else ""
-        options += ",trust_remote_code=true" if self.trust_remote_code else ""
-        return f"hf:{name}{options}"
-
-
-def resolve_base(text: str, *, option: str = "--base-model") -> BaseModelRef:
-    from persona_eval.contracts import registry
-    from persona_eval.contracts.model_spec import parse_model_spec
-
-    text = (text or "").strip()
-    if not text:
-        raise UsageError(f"{option}: empty model name")
-    backend = text.split(":", 1)[0] if ":" in text else ""
-    if backend in HF_BACKENDS:
-        spec = parse_model_spec(text, option=option)
-        name, options = spec.model, dict(spec.options)
-    elif backend and not Path(text).exists() and "/" not in backend:
-        raise UsageError(f"{option} {text!r}: training needs a Hugging Face model (hf:NAME, a folder or a hub id), not backend {backend!r}")
-    else:
-        name, options = text, {}
-    if "adapter" in options:
-        raise UsageError(f"{option} {text!r}: adapter= is not a base model; pass the adapter with --from DIR")
-    unknown = sorted(set(options) - {"revision", "trust_remote_code", "dtype", "device", "batch_size", "chat_template"})
-    if unknown:
-        raise UsageError(f"{option} {text!r}: unknown option(s) {', '.join(unknown)} (allowed: revision, trust_remote_code)")
-    local = Path(os.path.expanduser(name))
-    if name != "embedded" and (name.startswith((".", "/", "~")) or local.exists()):
-        if not (local / "config.json").exists():
-            raise UsageError(f"{option} {text!r}: {local} is not a model folder (no config.json)")
-    revision = options.get("revision")
-    trust = bool(options.get("trust_remote_code", False))
-    # The base is loaded the way `persona-eval run --model hf:...` loads it, through the registry
-    # (trainers never import a generator plugin), so its identity is the run's identity.
-    generator = registry.generators.create("hf", name, device="cpu", revision=revision, trust_remote_code=trust)
-    return BaseModelRef(
-        name=name, path=generator.path, display_name=generator.display_name, revision=revision,
-        trust_remote_code=trust, identity=generator.identity(),
-    )
-
-
-@dataclass
-class StartPoint:
-    kind: str  # "adapter" or "model"
-    path: str
-    metadata: dict[str, Any] | None = None
-    adapter_hash: str | None = None
-
-
-def resolve_from(text: str) -> StartPoint:
-    path = Path(os.path.expanduser(text))
-    if (path / "adapter_config.json").exists():
-        from persona_eval.models.fingerprint import weights_fingerprint
-
-        metadata = None
-        if (path / "metadata.json").exists():
-            try:
-                metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise UsageError(f"malformed metadata.json: {exc}", where=str(path / "metadata.json")) from exc
-        return StartPoint("adapter", str(path.resolve()), metadata, f"sha256:{weights_fingerprint(path)}")
-    if path.is_dir():
-        if (path / "config.json").exists():
-            return StartPoint("model", str(path.resolve()))
-        raise UsageError(f"--from {text!r}: neither an adapter folder (no adapter_config.json) nor a model folder (no config.json)")
-    if text.startswith((".", "/", "~")) or path.suffix:
-        raise UsageError(f"--from {text!r}: no such adapter or model folder")
-    return StartPoint("model", text)  # a hub id
-
-
-def resolve_inputs(base_model: str | None, from_: str | None) -> tuple[BaseModelRef, StartPoint | None]:
-    start = resolve_from(from_) if from_ else None
-    if start is not None and start.kind == "model":
-        if base_model:
-            raise UsageError(
-                f"--from {from_!r} is a full model, so it is the base of the new adapter; "
-                "pass it as --base-model instead (or give --from an adapter folder)"
-            )
-        return resolve_base(start.path, option="--from"), None
-    if start is not None and start.kind == "adapter" and not base_model:
-        recorded = (start.metadata or {}).get("base_model", {}).get("spec")
-        if not recorded:
-            config = json.loads(Path(start.path, "adapter_config.json").read_text(encoding="utf-8"))
-            recorded = config.get("base_model_name_or_path")
-        if not recorded:
-            raise UsageError(f"--from {from_!r}: the adapter does not record its base model; pass --base-model")
-        base = resolve_base(recorded, option="--from (recorded base)")
-    elif not base_model:
-        raise UsageError("--base-model is required (e.g. hf:embedded, a model folder or a hub id)")
-    else:
-        base = resolve_base(base_model)
-    if start is not None and start.metadata:
-        recorded_revision = start.metadata.get("base_model", {}).get("identity", {}).get("revision")
-        if recorded_revision and recorded_revision != base.identity.get("revision"):
-            raise UsageError(
-                f"--from {from_!r} was trained on {start.metadata['base_model'].get('spec')} ({recorded_revision}), "
-                f"not on {base.spec} ({base.identity.get('revision')})"
-            )
-    return base, start
-
-
-def _launcher_rank() -> int:
-    """This process's global rank as torchrun / accelerate launch set it (0 when not launched)."""
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
-
-
-def prepare_output(output: str | Path, *, resume: bool, overwrite: bool) -> Path:
-    """Check the output folder: new or empty, ours to overwrite, or ours to resume."""
-    out = Path(output).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {str(out)!r} is a file, not a folder")
-    entries = list(out.iterdir()) if out.exists() else []
-    ours = (out / "metadata.json").exists() or (out / CHECKPOINTS).is_dir()
-    if resume:
-        if not list((out / CHECKPOINTS).glob("checkpoint-*")):
-            raise UsageError(f"--resume: {str(out)!r} holds no checkpoint to resume from")
-        return out
-    if entries:
-        if not overwrite:
-            raise UsageError(f"--output {str(out)!r} is not empty; pass --overwrite to replace an earlier training, or --resume")
-        if not ours:
-            raise UsageError(f"--overwrite: {str(out)!r} is not a persona-eval training output; refusing to delete it")
-    return out
-
+# The input checks live in the light `trainers.inputs` (no transformers), for --num-processes' caller.
+from persona_eval.trainers.inputs import (  # noqa: F401 - names kept importable from here
+    CHECKPOINTS,
+    HF_BACKENDS,
+    BaseModelRef,
+    CheckedInputs,
+    StartPoint,
+    _device_settings,
+    check_inputs,
+    prepare_output,
+    resolve_base,
+    resolve_from,
+    resolve_inputs,
+)
 
 # -- progress and Ctrl-C --------------------------------------------------------------------
 
@@ -241,10 +109,16 @@ class RichProgressCallback(TrainerCallback):
 
 
 class GracefulInterrupt(TrainerCallback):
-    """First Ctrl-C: finish the step, save a checkpoint, stop. Second: KeyboardInterrupt now."""
+    """First Ctrl-C: finish the step, save a checkpoint, stop. Second: KeyboardInterrupt now.
+
+    Under `--num-processes` the Ctrl-C reaches the caller, which leaves a stop file
+    (`trainers.distributed`); with several processes they agree after every step, so all
+    stop after the same one (a process that stopped alone would leave the others waiting).
+    """
 
     def __init__(self):
         self.requested = False
+        self.stopping = False
         self._previous = None
 
     def _handler(self, signum, frame):
@@ -265,12 +139,19 @@ class GracefulInterrupt(TrainerCallback):
             self._previous = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        from persona_eval.trainers import distributed
+
+        wanted = self.requested or distributed.stop_requested()
+        if args.world_size > 1:
+            wanted = distributed.any_rank(wanted, args.device)
+        if wanted:
+            self.requested = self.stopping = True
             control.should_training_stop = True
             control.should_save = True  # a full checkpoint, so --resume continues from here
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.requested:
+        # The agreed flag: a Ctrl-C seen by one process between steps must not skip its evaluation alone.
+        if self.stopping:
             control.should_evaluate = False
             control.should_save = False
 
@@ -291,22 +172,6 @@ class TrainResult:
         return self.trainer.accelerator.unwrap_model(self.trainer.model)
 
 
-def _device_settings(config: TrainConfig) -> tuple[bool, Any, bool, bool]:
-    """(use_cpu, weights dtype, bf16 mixed precision, fp16 mixed precision)."""
-    import torch
-
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device: cuda asked for in the training config, but no CUDA GPU is available")
-    use_cpu = config.device == "cpu" or not torch.cuda.is_available()
-    if config.dtype == "auto":
-        if use_cpu:
-            return True, torch.float32, False, False
-        bf16 = torch.cuda.is_bf16_supported()
-        return False, torch.bfloat16 if bf16 else torch.float32, bf16, False
-    dtype = getattr(torch, config.dtype)
-    return use_cpu, dtype, dtype == torch.bfloat16, dtype == torch.float16 and not use_cpu
-
-
 def _checkpointing_field() -> str:
     """transformers 5.x renamed gradient_checkpointing to activation_checkpointing (old name warns)."""
     import dataclasses
@@ -320,9 +185,11 @@ def _checkpointing_field() -> str:
 _CHECKPOINTING_FIELD = _checkpointing_field()
 
 
-def common_arguments(kind: str, config: TrainConfig, output_dir: Path, has_eval: bool, max_steps: int | None) -> dict[str, Any]:
-    """Arguments shared by SFTConfig and DPOConfig (also used verbatim by bench/training.py)."""
+def common_arguments(kind: str, config: TrainConfig, output_dir: Path, has_eval: bool, max_steps: int | None,
+                     layout: BatchLayout | None = None) -> dict[str, Any]:
+    """Arguments shared by SFTConfig and DPOConfig; `layout` defaults to one process's."""
     use_cpu, _, bf16, fp16 = _device_settings(config)
+    layout = layout or batch_layout(config, 1)
     stage = config.stage(kind)
     steps = max_steps or config.max_steps
     return dict(
@@ -330,9 +197,9 @@ def common_arguments(kind: str, config: TrainConfig, output_dir: Path, has_eval:
         learning_rate=stage.learning_rate,
         num_train_epochs=stage.epochs,
         max_steps=steps if steps else -1,
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        per_device_train_batch_size=layout.per_device_batch_size,
+        per_device_eval_batch_size=layout.per_device_batch_size,
+        gradient_accumulation_steps=layout.gradient_accumulation_steps,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
@@ -348,6 +215,8 @@ def common_arguments(kind: str, config: TrainConfig, output_dir: Path, has_eval:
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=use_cpu,
+        # Every LoRA weight takes part in every forward pass: DDP need not search for unused ones.
+        ddp_find_unused_parameters=False,
         bf16=bf16,
         fp16=fp16,
         **{_CHECKPOINTING_FIELD: config.gradient_checkpointing},
@@ -411,16 +280,23 @@ def _disable_library_progress() -> None:
 
 
 def build_trainer(kind: str, model, tokenizer, data: TrainingData, config: TrainConfig, output_dir: Path,
-                  max_steps: int | None, peft_config, callbacks: Sequence[Any]):
+                  max_steps: int | None, peft_config, callbacks: Sequence[Any], layout: BatchLayout | None = None):
     from transformers.trainer_callback import PrinterCallback
 
     from persona_eval.trainers.builders import MAKERS
 
-    args = common_arguments(kind, config, output_dir, bool(data.eval), max_steps)
+    args = common_arguments(kind, config, output_dir, bool(data.eval), max_steps, layout)
     trainer = MAKERS[kind](model, tokenizer, data, config, args, peft_config, list(callbacks))
     # With tqdm off the Trainer prints every log dict; our rich bar shows the losses instead.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _wait_for_everyone(config: TrainConfig) -> None:
+    """A barrier over the launched processes, before the Trainer exists (it reuses this process group)."""
+    from accelerate import PartialState
+
+    PartialState(cpu=_device_settings(config)[0]).wait_for_everyone()
 
 
 def train(
@@ -441,26 +317,22 @@ def train(
     include_paths: Sequence[str] = (),
     extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
-    """Train one adapter (SFT or DPO) and write the output folder; see the module docstring."""
-    from persona_eval.taskfile.loading import resolve_task
-    from persona_eval.trainers import outputs
+    """Train one adapter (SFT or DPO) and write the output folder; see the module docstring.
 
-    if kind not in KINDS:
-        raise UsageError(f"unknown training kind {kind!r}; use one of: {', '.join(KINDS)}")
-    if persona not in PERSONA_MODES:
-        raise UsageError(f"--persona {persona!r}: use one of: {', '.join(PERSONA_MODES)}")
-    if max_steps is not None and max_steps < 1:
-        raise UsageError("--max-steps must be at least 1")
-    if limit is not None and limit < 0:
-        raise UsageError("--limit must be 0 (all) or more")
+    Under a launcher (``accelerate launch``, ``torchrun``, ``--num-processes``) every process
+    runs this; they train data-parallel and only the main one writes.
+    """
+    from persona_eval.trainers import distributed, outputs
+
     config = config or TrainConfig()
-    task_obj = resolve_task(task, list(include_paths))
-    if not task_obj.has_partition("train"):
-        raise UsageError(f"task {task_obj.name!r} has no train split (dataset.train is not set)", where=str(task_obj.path))
-    base, start = resolve_inputs(base_model, from_)
-    main_process = _launcher_rank() == 0
-    # Under `accelerate launch` only rank 0 checks and clears the folder: the others would race its deletion.
-    out = prepare_output(output, resume=resume, overwrite=overwrite) if main_process else Path(output).expanduser()
+    world = distributed.world_size()
+    main_process = distributed.rank() == 0
+    checked = check_inputs(
+        kind, task=task, base_model=base_model, output=output, persona=persona, from_=from_, config=config,
+        max_steps=max_steps, limit=limit, resume=resume, overwrite=overwrite, include_paths=include_paths,
+        world_size=world, main_process=main_process,
+    )
+    task_obj, base, start, out = checked.task, checked.base, checked.start, checked.out
     tokenizer = load_tokenizer(base)
     data = build_training_data(
         task_obj, kind, persona, tokenizer, use_chat_template=config.chat_template, limit=limit,
@@ -475,14 +347,45 @@ def train(
 
     _disable_library_progress()
     model = load_model(base, config, start)
-    # Only now, with every input checked and the model loaded, is the folder touched.
-    if not resume and main_process and out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)  # --overwrite of an earlier training output, checked above
-    out.mkdir(parents=True, exist_ok=True)
+    # Only now, with every input checked and the model loaded, is anything written. A fresh
+    # training fills a hidden sibling folder that becomes --output once it is complete; a
+    # resumed one continues in place (its checkpoints are there).
+    work = out if resume else distributed.partial_dir(out)
+    try:
+        if main_process and not resume:
+            shutil.rmtree(work, ignore_errors=True)  # left by a training that was killed
+            work.mkdir(parents=True)
+        if world > 1:
+            _wait_for_everyone(config)  # the others write rng states into the folder's checkpoints
+        metadata, trainer, interrupted = _train_into(
+            kind, work, out, model, tokenizer, data, config, config_path, checked, persona, max_steps, limit,
+            quiet, resume, extra_callbacks,
+        )
+        if world > 1:
+            trainer.accelerator.wait_for_everyone()  # all done reading the checkpoints before they go
+        if main_process:
+            if not interrupted and not config.keep_checkpoints:
+                shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)
+            if work != out:
+                distributed.publish(work, out, CHECKPOINTS)
+    except BaseException:
+        if main_process and work != out:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    return TrainResult(out, metadata, trainer, data)
+
+
+def _train_into(kind, work: Path, out: Path, model, tokenizer, data: TrainingData, config: TrainConfig, config_path,
+                checked: CheckedInputs, persona: str, max_steps, limit, quiet: bool, resume: bool, extra_callbacks):
+    """Run the Trainer writing into `work` and save the result there; (metadata, trainer, interrupted)."""
+    from persona_eval.trainers import outputs
+
+    base, start, layout = checked.base, checked.start, checked.layout
     peft_config = lora_config(config) if start is None or start.kind != "adapter" else None
     progress = RichProgressCallback(f"train {kind} ({persona})", enabled=not quiet)
     interrupt = GracefulInterrupt()
-    trainer = build_trainer(kind, model, tokenizer, data, config, out, max_steps, peft_config, [progress, interrupt, *extra_callbacks])
+    trainer = build_trainer(kind, model, tokenizer, data, config, work, max_steps, peft_config,
+                            [progress, interrupt, *extra_callbacks], layout)
     started = time.time()
     hard_stop = False
     interrupt.install()
@@ -493,7 +396,7 @@ def train(
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
             raise RunError(
-                f"out of memory training {base.display_name!r} (batch {config.per_device_batch_size}, max length "
+                f"out of memory training {base.display_name!r} (batch {layout.per_device_batch_size}, max length "
                 f"{config.max_length}): lower per_device_batch_size or max_length, or set gradient_checkpointing: true"
             ) from exc
         raise
@@ -507,11 +410,9 @@ def train(
         # DPO's frozen reference copy of a --from adapter: not part of the result.
         unwrapped.delete_adapter("ref")
     metadata = outputs.save(
-        trainer, tokenizer, out, kind=kind, task=task_obj, base=base, start=start, persona=persona, data=data,
+        trainer, tokenizer, work, kind=kind, task=checked.task, base=base, start=start, persona=persona, data=data,
         config=config, config_path=config_path, max_steps=max_steps, limit=limit, seconds=seconds,
-        interrupted=interrupted, hard_stop=hard_stop,
+        interrupted=interrupted, hard_stop=hard_stop, final=out, layout=layout,
     )
-    if not interrupted and not config.keep_checkpoints and trainer.is_world_process_zero():
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    return TrainResult(out, metadata, trainer, data)
+    return metadata, trainer, interrupted
 

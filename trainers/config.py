@@ -12,11 +12,15 @@ A config file holds any subset of the fields below, e.g.::
     lora: {r: 16, alpha: 32, dropout: 0.05}
     sft: {learning_rate: 2.0e-5, epochs: 3}
     dpo: {learning_rate: 5.0e-6, epochs: 3, beta: 0.1}
+
+`batch_layout` turns the batch settings into the per-device batch and gradient accumulation for
+a number of processes (``effective_batch_size`` keeps the optimisation the same across them).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +63,10 @@ class TrainConfig(_Strict):
     max_length: int = Field(default=512, ge=16)
     per_device_batch_size: int = Field(default=4, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
+    # Samples per optimizer step over all processes. Set, it fixes the optimisation whatever the
+    # number of processes: per_device_batch_size becomes a cap and the accumulation is derived
+    # (`batch_layout`); unset, the effective size is per-device x accumulation x processes.
+    effective_batch_size: int | None = Field(default=None, ge=1)
     lr_scheduler: str = "linear"
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
@@ -79,6 +87,50 @@ class TrainConfig(_Strict):
 
     def stage(self, kind: str) -> StageSettings:
         return self.sft if kind == "sft" else self.dpo
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How the samples of one optimizer step are spread over processes and micro-batches."""
+
+    per_device_batch_size: int
+    gradient_accumulation_steps: int
+    world_size: int
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size
+
+    def to_dict(self) -> dict[str, int]:
+        return {"world_size": self.world_size, "per_device_batch_size": self.per_device_batch_size,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                "effective_batch_size": self.effective_batch_size}
+
+
+def batch_layout(config: TrainConfig, world_size: int) -> BatchLayout:
+    """The per-device batch and accumulation for `world_size` processes.
+
+    Without ``effective_batch_size`` the config's two numbers are used as they are. With it, each
+    process gets ``effective / world_size`` samples a step, in micro-batches of the largest size
+    that divides them and is at most ``per_device_batch_size`` (the memory cap); the rest is
+    gradient accumulation. So 1 process x 2 micro-batches of 2 and 2 processes x 1 micro-batch
+    of 2 both take the same 4 samples a step, in the same order (accelerate deals the shuffled
+    micro-batches out to the processes in turn).
+    """
+    if world_size < 1:
+        raise UsageError(f"the number of processes must be at least 1, not {world_size}")
+    wanted = config.effective_batch_size
+    if wanted is None:
+        return BatchLayout(config.per_device_batch_size, config.gradient_accumulation_steps, world_size)
+    if "gradient_accumulation_steps" in config.model_fields_set and config.gradient_accumulation_steps != 1:
+        raise UsageError("set effective_batch_size or gradient_accumulation_steps, not both "
+                         "(the accumulation is derived from the effective batch size)")
+    if wanted % world_size:
+        raise UsageError(f"effective batch size {wanted} is not a multiple of the {world_size} processes; "
+                         f"use a multiple of {world_size} or another number of processes")
+    per_process = wanted // world_size
+    micro = max(d for d in range(1, min(per_process, config.per_device_batch_size) + 1) if per_process % d == 0)
+    return BatchLayout(micro, per_process // micro, world_size)
 
 
 def load_config(path: str | Path | None) -> TrainConfig:

@@ -3,7 +3,9 @@
     DIR/adapter_config.json, adapter_model.safetensors   the LoRA adapter (PEFT)
     DIR/tokenizer*.json, chat_template.jinja             the tokenizer it was trained with
     DIR/metadata.json    base model identity, task and data hashes, persona mode,
-                         hyper-parameters, final losses, package versions, status
+                         hyper-parameters, final losses, package versions, status,
+                         and `distributed`: world size, per-device batch, accumulation,
+                         effective batch size (samples per optimizer step), backend
     DIR/README.md        model card: what it is and how to evaluate it
     DIR/checkpoints/     trainer checkpoints; removed after a complete run unless
                          keep_checkpoints is set, kept after Ctrl-C for --resume
@@ -65,7 +67,7 @@ def losses_from(log_history: list[dict[str, Any]], best_metric: Any) -> dict[str
 def _device(trainer) -> str:
     args = trainer.args
     if args.use_cpu or str(args.device) == "cpu":
-        return "cpu"
+        return "cpu" if args.world_size == 1 else f"{args.world_size} x cpu"
     import torch
 
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else str(args.device)
@@ -90,11 +92,20 @@ def _lora_settings(model) -> dict[str, Any]:
 
 
 def save(trainer, tokenizer, out: Path, *, kind, task, base, start, persona, data, config, config_path, max_steps,
-         limit, seconds, interrupted, hard_stop) -> dict[str, Any]:
-    """Save adapter and tokenizer (all processes), then the card and metadata (main process)."""
+         limit, seconds, interrupted, hard_stop, final: Path | None = None, layout=None) -> dict[str, Any]:
+    """Save adapter and tokenizer (all processes), then the card and metadata (main process).
+
+    `out` is the folder written now; `final` is where it will live (the paths recorded point
+    there); `layout` is the `config.BatchLayout` trained with (one process's when None).
+    """
     from persona_eval.models.fingerprint import weights_fingerprint
+    from persona_eval.trainers import distributed
+    from persona_eval.trainers.config import batch_layout
     from persona_eval.trainers.data import summary
     from persona_eval.versions import package_versions
+
+    final = final or out
+    layout = layout or batch_layout(config, trainer.args.world_size)
 
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
@@ -110,7 +121,8 @@ def save(trainer, tokenizer, out: Path, *, kind, task, base, start, persona, dat
     hyper.update(
         stage=kind, learning_rate=stage.learning_rate, epochs=stage.epochs, max_steps=max_steps or config.max_steps,
         lora_effective=_lora_settings(model), optimizer=trainer.args.optim, bf16=trainer.args.bf16,
-        world_size=trainer.args.world_size,
+        # What was trained with: with effective_batch_size set, the config's own numbers are caps.
+        **layout.to_dict(),
     )
     if kind == "dpo":
         hyper["beta"] = config.dpo.beta
@@ -125,7 +137,7 @@ def save(trainer, tokenizer, out: Path, *, kind, task, base, start, persona, dat
                  "path": str(task.path)},
         "persona_mode": persona,
         "strategy": strategy,
-        "evaluate_with": {"model": f"{base.spec},adapter={out.resolve()}",
+        "evaluate_with": {"model": f"{base.spec},adapter={final.resolve()}",
                           "strategy": strategy if persona != "none" else "inline"},
         "base_model": {"spec": base.spec, "path": base.path, "identity": base.identity},
         "started_from": None if start is None else {"kind": start.kind, "path": start.path, "adapter_hash": start.adapter_hash,
@@ -133,6 +145,7 @@ def save(trainer, tokenizer, out: Path, *, kind, task, base, start, persona, dat
         "data": {**summary(data), "limit": limit, "split": "train"},
         "hyperparameters": hyper,
         "config_file": str(Path(config_path).resolve()) if config_path else None,
+        "distributed": {**layout.to_dict(), "num_machines": distributed.num_machines(), "backend": distributed.backend()},
         "losses": losses,
         "steps": {"global_step": steps_done, "max_steps": state.max_steps, "epoch": state.epoch,
                   "best_step": _checkpoint_step(state.best_model_checkpoint)},
@@ -157,6 +170,7 @@ def model_card(meta: dict[str, Any]) -> str:
     losses = meta["losses"]
     hyper = meta["hyperparameters"]
     lora = hyper.get("lora_effective") or hyper["lora"]
+    batch = meta["distributed"]
     status = "" if not meta["interrupted"] else "\n**Interrupted** at step {}: usable, but not the full schedule; rerun with `--resume` to finish.\n".format(meta["steps"]["global_step"])
 
     def fmt(value):
@@ -175,6 +189,7 @@ task `{meta['task']['name']}` (version {meta['task']['version']}, task hash {met
 | LoRA | r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')} |
 | learning rate / epochs | {hyper['learning_rate']} / {hyper['epochs']} (max steps: {hyper['max_steps'] or 'none'}) |
 | rows (train / eval) | {meta['data']['train_rows']} / {meta['data']['eval_rows']} (rows hash {meta['data']['rows_hash']}) |
+| batch per step | {batch['effective_batch_size']} = {batch['per_device_batch_size']} per device x {batch['gradient_accumulation_steps']} accumulated x {batch['world_size']} process(es) |
 | steps | {meta['steps']['global_step']} |
 | train loss (mean) / last / best eval | {fmt(losses['train_loss'])} / {fmt(losses['last_loss'])} / {fmt(losses['best_eval_loss'])} |
 | device | {meta['device']} |

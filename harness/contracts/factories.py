@@ -53,6 +53,9 @@ def gen_params(spec, seed: int) -> GenParams:
         top_p=spec.top_p,
         seed=seed,
         stop=tuple(spec.stop),
+        # None where the block does not set them (older task specs have no such fields).
+        min_new_tokens=getattr(spec, "min_new_tokens", None),
+        repetition_penalty=getattr(spec, "repetition_penalty", None),
     )
 
 

@@ -27,6 +27,11 @@ class Generator(abc.ABC):
     #: so the next batch starts while the last requests of the previous one finish.
     max_concurrent_calls: int = 1
 
+    #: Whether ``--executor ray`` sends this backend's work to cluster workers (each building its
+    #: own copy from the spec). False where the work happens elsewhere (an API endpoint fills
+    #: itself through concurrency) or needs the run folder (imported outputs): it stays in the driver.
+    distributable: bool = True
+
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]: ...
 
@@ -45,6 +50,14 @@ class Generator(abc.ABC):
 
         None (the default): unknown, and the harness checks no context length. Where known, a
         rendered input that cannot fit is an error naming the item before generation starts.
+        """
+        return None
+
+    def render_input(self, request: GenRequest) -> str | None:
+        """The model's input for `request` exactly as this backend sends it (chat formatting included).
+
+        For `persona-eval show-prompt`: must load no weights (a tokenizer is fine). None (the
+        default): unknown, and show-prompt shows the request's own text instead.
         """
         return None
 

@@ -1,4 +1,4 @@
-"""The terminal report of a run: per criterion counts and win rates with intervals, dPQ, judge health.
+"""The terminal report of a run: per criterion counts and win rates with intervals, dPQ, judge health, usage.
 
 Beside the paper's win rates and dPQ the table shows the probability-weighted win rate of
 each criterion (from the judge's P(A); ``n/a (no P(A))`` where none was recorded) and a
@@ -7,7 +7,8 @@ metrics: ``dpq`` or ``weighted_dpq``) and the next line gives the other one; an 
 paper dPQ is explained from the counts (all ties, all unscored, ...).
 
 With several judges the table shows the majority vote first, then each judge's own
-criteria rows and dPQ, so a disagreement between judges is visible at a glance.
+criteria rows and dPQ, so a disagreement between judges is visible at a glance. One line
+sums the ``usage`` block (calls, cached, tokens per stage; cost only where a price was given).
 """
 
 from __future__ import annotations
@@ -134,6 +135,47 @@ def _api(api: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_tokens(count: int | float | None) -> str:
+    """A token count in a few characters: 950, 5.1k, 12k, 3.4M."""
+    if count is None:
+        return "?"
+    count = float(count)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            value = count / limit
+            return f"{value:.1f}{suffix}" if value < 10 else f"{value:.0f}{suffix}"
+    return f"{count:.0f}"
+
+
+def format_cost(dollars: float) -> str:
+    """Dollars to the cent; a fraction of a cent to four places, or "< $0.0001"."""
+    if dollars >= 0.01 or dollars == 0:
+        return f"${dollars:,.2f}"
+    return f"${dollars:.4f}" if dollars >= 0.0001 else "< $0.0001"
+
+
+def usage_line(usage: dict[str, Any] | None) -> str | None:
+    """The report's one line of the ``usage`` block: calls, cached, tokens per stage, and cost where priced."""
+    if not usage:
+        return None
+    parts = []
+    for stage, rows in usage.items():
+        if stage in ("total", "prices") or not isinstance(rows, dict):
+            continue
+        rows = [row for row in rows.values() if isinstance(row, dict)]
+        calls, cached, resumed = (sum(int(row.get(key) or 0) for row in rows) for key in ("requests", "cached", "resumed"))
+        tokens_in, tokens_out = (sum(int(row.get(key) or 0) for row in rows) for key in ("input_tokens", "output_tokens"))
+        held = f"{cached} cached" + (f", {resumed} resumed" if resumed else "")
+        estimated = any(row.get("source") == "estimated" for row in rows if row.get("requests"))
+        parts.append(f"{stage} {calls} calls ({held}) {format_tokens(tokens_in)} in / {format_tokens(tokens_out)} out tokens"
+                     + (" (estimated)" if estimated else ""))
+    total = usage.get("total") or {}
+    if "cost" in total:
+        unpriced = total.get("unpriced") or []
+        parts.append(f"cost {format_cost(total['cost'])}" + (f" (no price for {', '.join(unpriced)})" if unpriced else ""))
+    return "usage: " + " · ".join(parts) if parts else None
+
+
 def render_results(results: dict[str, Any], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -204,6 +246,9 @@ def render_results(results: dict[str, Any], console=None) -> None:
     console.print("judge health: " + _health(metrics["judge_health"]))
     for line in _api(results.get("api", {})):
         console.print(line)
+    usage = usage_line(results.get("usage"))
+    if usage:
+        console.print(Text(usage))
     console.print(f"run directory: {results['run_dir']}")
 
 

@@ -10,11 +10,13 @@ Shared by the local generators (`hf`, `vllm`, `gguf`, `lm-eval`), the trainers a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from persona_eval.errors import UsageError
 from persona_eval.hashing import file_hash, stable_hash
@@ -34,6 +36,20 @@ _FINGERPRINT_NAMES = (
 )
 
 
+# False inside `memo_read_only`: the dry-run plan computes identities but writes nothing.
+_PERSIST_MEMO: contextvars.ContextVar[bool] = contextvars.ContextVar("persist_file_hashes", default=True)
+
+
+@contextlib.contextmanager
+def memo_read_only() -> Iterator[None]:
+    """Within the block, new file hashes are computed but not written to the memo."""
+    token = _PERSIST_MEMO.set(False)
+    try:
+        yield
+    finally:
+        _PERSIST_MEMO.reset(token)
+
+
 def _memo_hashes(paths: Sequence[Path]) -> list[str]:
     """sha256 of each file, memoized by path, size and mtime so big weights hash once."""
     memo_path = cache_dir() / "file-hashes.json"
@@ -49,7 +65,7 @@ def _memo_hashes(paths: Sequence[Path]) -> list[str]:
             memo[key] = file_hash(path)
             changed = True
         out.append(memo[key])
-    if changed:
+    if changed and _PERSIST_MEMO.get():
         from persona_eval.storage.files import atomic_write_json
 
         atomic_write_json(memo_path, memo)
@@ -73,21 +89,41 @@ def weights_fingerprint(folder: Path) -> str:
 def model_revision(name_or_path: str, revision: str | None = None, *, trust_remote_code: bool = False) -> str:
     """What pins a model's weights: a content hash for a local folder, the commit for a hub id.
 
-    The hub commit is read from transformers' resolution of config.json (the local hub
-    cache when offline). When it cannot be resolved the identity says "unpinned", so a
-    cache entry is still tied to the name and requested revision, and the user can see it.
+    The hub commit is the one the hub names for the revision (one request, no retries), or
+    else the snapshot of config.json in the local hub cache (offline): the commit transformers
+    would load. Asked of huggingface_hub directly: transformers (and torch with it) costs
+    seconds to import, more than a dry-run plan may take, and its download retries wait half a
+    minute on a machine without the network. When neither answers, the identity says
+    "unpinned", so a cache entry is still tied to the name and requested revision, and the
+    user can see it. (`trust_remote_code` does not change which commit is loaded.)
     """
     local = Path(os.path.expanduser(name_or_path))
     if local.exists():
         return f"sha256:{weights_fingerprint(local)}"
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-        commit = getattr(config, "_commit_hash", None)
-    except Exception as exc:  # noqa: BLE001 - unresolvable is reported, loading will fail loudly later
-        logger.warning("could not resolve the revision of %s: %s", name_or_path, str(exc).splitlines()[0])
-        commit = None
+    commit = _hub_commit(name_or_path, revision)
     if commit:
         return f"git:{commit}"
     return f"unpinned:{revision or 'main'}"
+
+
+def _hub_commit(repo_id: str, revision: str | None) -> str | None:
+    problem = None
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().model_info(repo_id, revision=revision, timeout=10).sha
+        if sha:
+            return sha
+    except Exception as exc:  # noqa: BLE001 - offline, unknown or gated: the local cache may still know
+        problem = exc
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+        if isinstance(cached, str):
+            return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    except Exception as exc:  # noqa: BLE001
+        problem = problem or exc
+    if problem is not None:
+        logger.warning("could not resolve the revision of %s: %s", repo_id, (str(problem).splitlines() or [""])[0])
+    return None

@@ -12,6 +12,11 @@ calls running at once, for backends that allow it, so no batch boundary drains t
 connection pool; the first batch always runs alone, so a backend that sets itself up
 lazily does so once. Results are still stored in batch order; a killed run loses at
 most the batches in flight.
+
+With an `executor` that distributes the stage's `work` (``--executor ray``), the misses go to
+the cluster instead of `compute`. This process still looks the cache up, dedups, and is the only
+writer: each batch is stored in the cache the moment it arrives (in whatever order batches
+finish), and reported through `on_result` in input order, exactly as a local run reports them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ def cached_map(
     on_result: Callable[[int, Out, bool], None],
     overlap: bool = False,
     concurrent: int = 1,
+    executor: Any = None,
+    work: Any = None,
 ) -> dict[str, int]:
     """Run `compute` over the inputs the cache lacks; call `on_result(index, output, cached)` for all."""
     keys = cache_keys(stage, identity, (payload(item) for item in inputs))
@@ -60,16 +67,30 @@ def cached_map(
     todo = list(unique.values())
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), max(1, batch_size))]
 
+    def report(index: int, output: Out) -> None:
+        on_result(index, output, False)
+        for follower in followers.get(keys[index], ()):
+            on_result(follower, output, True)
+
     def finish(batch: list[int], outputs: list[Out]) -> None:
         if len(outputs) != len(batch):
             raise RunError(f"{stage}: backend returned {len(outputs)} results for {len(batch)} inputs")
         cache.put_many(stage, [(keys[i], encode(out)) for i, out in zip(batch, outputs)])
         for index, output in zip(batch, outputs):
-            on_result(index, output, False)
-            for follower in followers.get(keys[index], ()):
-                on_result(follower, output, True)
+            report(index, output)
 
-    if not overlap or len(batches) < 2:
+    if todo and executor is not None and work is not None and executor.distributes(work):
+        arrived: dict[int, Out] = {}
+        reported = 0
+        for positions, outputs in executor.map(work, [inputs[i] for i in todo], batch_size):
+            cache.put_many(stage, [(keys[todo[p]], encode(out)) for p, out in zip(positions, outputs)])
+            arrived.update(zip(positions, outputs))
+            while reported in arrived:
+                report(todo[reported], arrived.pop(reported))
+                reported += 1
+        if reported != len(todo):
+            raise RunError(f"{stage}: the executor returned {reported} of {len(todo)} results")
+    elif not overlap or len(batches) < 2:
         for batch in batches:
             finish(batch, compute([inputs[i] for i in batch]))
     else:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from persona_eval.scoring.usage import UsageTally
 from persona_eval.storage.files import atomic_write_json
 
 
@@ -40,6 +41,12 @@ class RunContext:
     config: dict[str, Any] = field(default_factory=dict)
     # Called with each generation and judgment record as it is written (the observer hook).
     on_record: Callable[[dict[str, Any]], None] | None = None
+    # Where cache misses are computed (`persona_eval.executors`); None: in this process.
+    executor: Any = None
+    # Each judge's validated options by label, so a remote worker can build the very same judge.
+    judge_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What the stages spent, per stage and model (the ``usage`` block of results.json).
+    usage: UsageTally = field(default_factory=UsageTally)
 
     def write_config(self) -> None:
         atomic_write_json(self.out_dir / "config.json", self.config)

@@ -10,11 +10,13 @@ and `persona-eval judge RUN_DIR`.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Sequence
 
 from persona_eval.contracts.factories import build_generator, build_judge, judge_origin
 from persona_eval.contracts.records import PairRequest, Verdict
 from persona_eval.errors import UsageError, plugin_call
+from persona_eval.executors.work import judge_work
 from persona_eval.hashing import stable_hash
 from persona_eval.pipeline.cached_map import cached_map
 from persona_eval.pipeline.context import RunContext
@@ -22,6 +24,7 @@ from persona_eval.pipeline.items import JudgeItem
 from persona_eval.pipeline.judges import JudgeChoice
 from persona_eval.rendering.prompts import render_template
 from persona_eval.scoring.metrics import ORDERS
+from persona_eval.scoring.usage import estimate_tokens
 from persona_eval.storage.jsonl import JUDGMENT_KEY, JsonlWriter, read_keyed
 
 # Items judged per `cached_map` call: big enough that the overlapping batches stay busy,
@@ -87,6 +90,14 @@ def _verdict_dict(verdict: Verdict) -> dict[str, Any]:
     return {k: v for k, v in vars(verdict).items() if k != "cached"}
 
 
+def estimated_usage(pair: PairRequest, verdict: Verdict) -> dict[str, Any]:
+    """One call's usage guessed from the text (a judge whose `Verdict.usage` is None): its inputs and raw output."""
+    asks = max(1, int(verdict.attempts or 1))
+    text = "".join((pair.instruction, pair.rubric, pair.response_a, pair.response_b))
+    return {"requests": asks, "input_tokens": asks * estimate_tokens(text), "output_tokens": estimate_tokens(verdict.raw),
+            "source": "estimated"}
+
+
 def build_judges(choices: Sequence[JudgeChoice], options: Mapping[str, Mapping[str, Any]], task, seed: int) -> dict[str, Any]:
     """Each judge of the run by label, built once (so its options fail before any folder is made).
 
@@ -128,7 +139,10 @@ def judge_stage(ctx: RunContext, choices: Sequence[JudgeChoice], judges: Mapping
             identities[choice.label] = identity
             judge_key = stable_hash(identity, 16)
             done = {record_key(r): r for r in existing if r.get("judge") == choice.label and r.get("judge_key") == judge_key}
-            bar = ctx.progress.add(f"judge {choice.label}", len(wanted), sum(1 for key in done if key in wanted))
+            resumed = sum(1 for key in done if key in wanted)
+            bar = ctx.progress.add(f"judge {choice.label}", len(wanted), resumed)
+            ctx.usage.add_resumed("judge", choice.model, resumed)
+            started = time.perf_counter()
             batch_size = max(1, judge.preferred_batch_size)
             written = [0]
             for start in range(0, len(items), JUDGE_CHUNK_ITEMS):
@@ -137,6 +151,7 @@ def judge_stage(ctx: RunContext, choices: Sequence[JudgeChoice], judges: Mapping
                 if todo:
                     _judge_chunk(ctx, todo, done, judge, choice, identity, judge_key, writer, bar, batch_size, written)
             writer.sync()
+            ctx.usage.add_seconds("judge", choice.model, time.perf_counter() - started)
             by_label[choice.label] = [r for key, r in done.items() if key in wanted]
     return by_label
 
@@ -146,8 +161,11 @@ def _judge_chunk(ctx, todo, done, judge, choice, identity, judge_key, writer, ba
     what = judge_origin(choice.label, choice.name)
 
     def on_result(j: int, verdict: Verdict, cached: bool):
-        key, _ = todo[j]
+        key, pair = todo[j]
         record = {**key, "judge": choice.label, "judge_key": judge_key, **_verdict_dict(verdict), "cached": cached}
+        if record.get("usage") is None:  # a judge that does not say what it spent: estimated
+            record["usage"] = estimated_usage(pair, verdict)
+        ctx.usage.add("judge", choice.model, cached=cached, usage=record["usage"])
         writer.write(record)
         # Cached records can be rebuilt from the cache: only new work pays for fsync.
         written[0] += not cached
@@ -171,4 +189,8 @@ def _judge_chunk(ctx, todo, done, judge, choice, identity, judge_key, writer, ba
         # The next batch is judged while this one is stored: network judges stay busy.
         overlap=True,
         concurrent=max(1, int(getattr(judge, "max_concurrent_calls", 1) or 1)),
+        # --executor ray: workers rebuild this judge from its name, model, task and options.
+        executor=ctx.executor,
+        work=None if ctx.executor is None else judge_work(choice.name, choice.model, ctx.task, ctx.seed,
+                                                          ctx.judge_options.get(choice.label)),
     )

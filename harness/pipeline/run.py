@@ -29,6 +29,7 @@ from persona_eval.contracts.model_spec import parse_model_spec
 from persona_eval.contracts.plugin_manager import notify
 from persona_eval.display.progress import Progress
 from persona_eval.errors import UsageError
+from persona_eval.executors import parse_executor
 from persona_eval.hashing import stable_hash
 from persona_eval.limits import check_number, check_option_values, check_text
 from persona_eval.pipeline.context import RunContext
@@ -37,9 +38,10 @@ from persona_eval.pipeline.items import ROLES, JudgeItem
 from persona_eval.pipeline.judge import build_judges, judge_stage
 from persona_eval.pipeline.judges import JudgeChoice, options_by_judge, parse_judge_choices
 from persona_eval.pipeline.personas import personas_stage, test_examples
-from persona_eval.pipeline.results import build_results
+from persona_eval.pipeline.results import build_results, fidelity_block, generator_stats
 from persona_eval.pipeline.run_dir import read_run_dir
 from persona_eval.pipeline.score import score
+from persona_eval.scoring.usage import load_prices
 from persona_eval.storage.cache import NullCache, ResultCache
 from persona_eval.storage.files import atomic_write_json, safe_slug
 from persona_eval.taskfile.loading import Task, resolve_task
@@ -68,6 +70,12 @@ class RunOptions:
     cache_path: str | None = None
     bootstrap: int = 1000
     data_dir: str | None = None
+    # ``MODEL=IN_PER_1M:OUT_PER_1M`` values (``--price``), over the ``$PERSONA_EVAL_PRICES`` file;
+    # they price the usage block only, so they stay out of the run key.
+    prices: tuple[str, ...] = ()
+    # Where cache misses are computed: "local" or "ray[,key=value...]" (persona_eval.executors);
+    # it changes where work runs, not what it gives, so it stays out of the run key too.
+    executor: str = "local"
 
 
 def judge_items(examples, generations) -> list[JudgeItem]:
@@ -111,9 +119,12 @@ class Run:
         self.seed = options.seed
         self.limit = options.limit if options.limit is not None else spec.defaults.limit
         self.show_progress = progress
+        self.prices = load_prices(options.prices)  # a bad --price or price file fails before any work
         # Every plugin name and judge option is resolved now, once: a typo fails before any
         # model loads or file is written.
         self._check_names()
+        # Parsed now; connected in `execute`, before the run directory exists.
+        self.executor = parse_executor(options.executor)
         self.key_config = {
             "task": {"name": self.task.name, "version": spec.version, "hash": self.task.task_hash, "data_hash": self.task.data_hash},
             "split": self.split,
@@ -160,7 +171,8 @@ class Run:
             build_generator(spec, option=ROLE_OPTIONS[role])
         return build_judges(self.judge_choices, self.judge_options_by_label, self.task, self.seed)
 
-    def _prepare_dir(self) -> None:
+    def check_run_dir(self) -> None:
+        """An existing run directory must hold this very run (same run key); reads only."""
         config_path = self.run_dir / "config.json"
         if config_path.exists():
             try:
@@ -172,6 +184,9 @@ class Run:
                     f"{self.run_dir} holds a different run (run key {previous.get('run_key')} vs {self.run_key}); "
                     "choose another --output-dir or remove it"
                 )
+
+    def _prepare_dir(self) -> None:
+        self.check_run_dir()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
@@ -207,15 +222,24 @@ class Run:
         requests = {role: self.requests(role, examples, personas) for role in ROLES}
         for role in ROLES:
             check_context_lengths(build_generator(specs[role], option=ROLE_OPTIONS[role]), requests[role], role)
+        # An unreachable cluster fails here, before the run directory exists.
+        self.executor.prepare([build_generator(spec) for spec in (self.model, self.baseline, *(c.model for c in self.judge_choices))])
+        # How each judge decides and what a backend cannot apply: named in config.json and results.json.
+        fidelity = fidelity_block(judges, {role: (build_generator(specs[role], option=ROLE_OPTIONS[role]),
+                                                  requests[role][0].params if requests[role] else None) for role in ROLES})
         self._prepare_dir()
         ctx = RunContext(task=self.task, split=self.split, seed=self.seed, out_dir=self.run_dir, cache=self.cache,
-                         on_record=lambda record: notify("on_sample_end", run=self, record=record))
+                         on_record=lambda record: notify("on_sample_end", run=self, record=record),
+                         executor=self.executor, judge_options=self.judge_options_by_label)
         ctx.config = self.config = {
             "run_key": self.run_key,
             **self.key_config,
             "task": {**self.key_config["task"], "path": str(self.task.path), "resolved": self.task.resolved()},
             "persona_source": {**self.key_config["persona_source"], "identity": source.identity(), "skipped_items": skipped},
             "items": len(examples),
+            # Only when not local, so a local run's config.json is what it always was.
+            **({"executor": self.executor.describe()} if self.executor.name != "local" else {}),
+            **fidelity,
             "identities": ctx.identities,
             "versions": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -223,11 +247,14 @@ class Run:
         # Written before any work, so a resumed run can always check it is the same run...
         ctx.write_config()
         notify("on_run_start", run=self)
-        with Progress(self.show_progress) as progress:
-            ctx.progress = progress
-            generations = generate_stage(ctx, examples, personas, specs, self.strategies, requests)
-            items, responses = judge_items(examples, generations), responses_of(generations)
-            judgments = judge_stage(ctx, self.judge_choices, judges, items, responses)
+        try:
+            with Progress(self.show_progress) as progress:
+                ctx.progress = progress
+                generations = generate_stage(ctx, examples, personas, specs, self.strategies, requests)
+                items, responses = judge_items(examples, generations), responses_of(generations)
+                judgments = judge_stage(ctx, self.judge_choices, judges, items, responses)
+        finally:
+            self.executor.close()
         # ... and again at the end, with the identities of every generator and judge.
         ctx.write_config()
         scored = score(task=self.task, labels=[c.label for c in self.judge_choices], items=items, responses=responses,
@@ -235,7 +262,8 @@ class Run:
         results = build_results(
             run_dir=str(self.run_dir), run_key=self.run_key, config=self.config, judges=list(self.judge_names),
             judge_model=self.judge_model, identities=ctx.identities, scored=scored, generators=ctx.generators,
-            seconds=time.time() - started,
+            seconds=time.time() - started, usage=ctx.usage.block(self.prices, generator_stats(ctx.generators)),
+            fidelity=fidelity,
         )
         atomic_write_json(self.run_dir / "results.json", results)
         notify("on_run_end", run=self, results=results)
@@ -255,21 +283,28 @@ def rejudge_dir(run_dir: Path, choices: Sequence[JudgeChoice], judge_model: str,
     return run_dir / f"judge-{labels}-{model}-{stable_hash(keyed, 8)}"
 
 
-def rejudge(
-    run_dir: str | Path,
-    *,
-    judges: Sequence[str] = (),
-    judge_model: str | None = None,
-    judge_options: Mapping[str, Any] | None = None,
-    output_dir: str | Path | None = None,
-    use_cache: bool = True,
-    cache_path: str | None = None,
-    resamples: int = 1000,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Judge a finished run's generations again (other judges or judge model) and score them."""
-    started = time.time()
-    run_dir = Path(run_dir)
+@dataclass
+class Rejudging:
+    """A re-judging resolved before any work: the run read back, its judges built, where it writes."""
+
+    config: dict[str, Any]
+    task: Task
+    items: list
+    responses: dict[tuple[str, str], str]
+    judge_model: str
+    choices: list[JudgeChoice]
+    judge_options: dict[str, Any]
+    seed: int
+    judges: dict[str, Any]
+    out_dir: Path
+    prices: dict[str, Any]
+
+
+def prepare_rejudge(run_dir: Path, *, judges: Sequence[str] = (), judge_model: str | None = None,
+                    judge_options: Mapping[str, Any] | None = None, output_dir: str | Path | None = None,
+                    resamples: int = 1000, prices: Sequence[str] = ()) -> Rejudging:
+    """Everything `rejudge` resolves before it writes (also what ``judge RUN_DIR --dry-run`` plans from)."""
+    price_table = load_prices(prices)
     config, task, items, responses = read_run_dir(run_dir)
     judge_model = judge_model or config.get("judge_model") or task.spec.defaults.judge_model
     labels = tuple(judges) or tuple(config.get("judges") or (task.spec.judge.name,))
@@ -282,17 +317,54 @@ def rejudge(
     # Every judge is built (its options checked) before the output folder exists.
     built = build_judges(choices, per_judge, task, seed)
     out_dir = Path(output_dir) if output_dir else rejudge_dir(run_dir, choices, judge_model, judge_options)
+    return Rejudging(config=config, task=task, items=items, responses=responses, judge_model=judge_model, choices=choices,
+                     judge_options=judge_options, seed=seed, judges=built, out_dir=out_dir, prices=price_table)
+
+
+def rejudge(
+    run_dir: str | Path,
+    *,
+    judges: Sequence[str] = (),
+    judge_model: str | None = None,
+    judge_options: Mapping[str, Any] | None = None,
+    output_dir: str | Path | None = None,
+    use_cache: bool = True,
+    cache_path: str | None = None,
+    resamples: int = 1000,
+    progress: bool = False,
+    prices: Sequence[str] = (),
+    executor: str = "local",
+) -> dict[str, Any]:
+    """Judge a finished run's generations again (other judges or judge model) and score them.
+
+    `prices` are ``--price`` values (``MODEL=IN_PER_1M:OUT_PER_1M``) for the usage block;
+    `executor` is ``local`` or ``ray[,key=value...]`` (`persona_eval.executors`).
+    """
+    started = time.time()
+    run_dir = Path(run_dir)
+    runner = parse_executor(executor)
+    setup = prepare_rejudge(run_dir, judges=judges, judge_model=judge_model, judge_options=judge_options,
+                            output_dir=output_dir, resamples=resamples, prices=prices)
+    config, task, items, responses = setup.config, setup.task, setup.items, setup.responses
+    judge_model, choices, judge_options, seed = setup.judge_model, setup.choices, setup.judge_options, setup.seed
+    built, out_dir, price_table = setup.judges, setup.out_dir, setup.prices
+    # API judges need no cluster: `prepare` connects only where some judge runs on a local model.
+    runner.prepare([build_generator(c.model, option="--judge-model") for c in choices])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the output folder: {exc.strerror}", where=str(out_dir)) from exc
     ctx = RunContext(task=task, split=config.get("split"), seed=seed, out_dir=out_dir,
-                     cache=NullCache() if not use_cache else ResultCache(cache_path))
+                     cache=NullCache() if not use_cache else ResultCache(cache_path),
+                     executor=runner, judge_options=options_by_judge(choices, judge_options))
+    fidelity = fidelity_block(built, {}, earlier=config)
     ctx.config = {
         "rejudge_of": {"run_dir": str(run_dir), "run_key": config.get("run_key")},
         "judges": [c.to_dict() for c in choices],
         "judge_model": judge_model,
         **({"judge_options": judge_options} if judge_options else {}),
+        **({"executor": runner.describe()} if runner.name != "local" else {}),
+        **fidelity,
         "identities": ctx.identities,
         "items": len(items),
         "seed": seed,
@@ -305,6 +377,7 @@ def rejudge(
             judgments = judge_stage(ctx, choices, built, items, responses)
     finally:
         ctx.cache.close()
+        runner.close()
     ctx.write_config()
     scored = score(task=task, labels=[c.label for c in choices], items=items, responses=responses,
                    judgments=judgments, resamples=resamples, seed=seed)
@@ -314,6 +387,8 @@ def rejudge(
         run_dir=str(out_dir), run_key=config.get("run_key"), rejudge_of=str(run_dir), config=config,
         judges=[c.label for c in choices], judge_model=judge_model, identities=identities_all, scored=scored,
         generators=ctx.generators, seconds=time.time() - started, full_config=full_config,
+        usage=ctx.usage.block(price_table, generator_stats(ctx.generators)),
+        fidelity=fidelity,
     )
     atomic_write_json(out_dir / "results.json", results)
     return results

@@ -4,7 +4,8 @@ One function for every path that feeds a local model the same way: the `hf` and 
 generators and the trainers' datasets (`trainers.data`), so a model is trained on exactly
 what evaluation gives it. Without a chat template (or with ``chat_template=false``) system
 text, prompt and response prefix are joined as plain text; a template that rejects a system
-turn gets the system text folded into the user turn.
+turn gets the system text folded into the user turn. A raw request (``GenRequest.raw``, e.g. the
+paper judge's fastchat "mistral" string) is already the model's whole input: it is sent as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def render_request(tokenizer, request: GenRequest, use_chat_template: bool = Tru
     template that rejects a system turn (some do) gets the system text folded into the
     user turn instead.
     """
+    if request.raw:
+        # Already formatted by whoever built it (no template, no system text to add). Not marked
+        # as holding special tokens, so the tokenizer adds its BOS as vLLM does for a text prompt.
+        return request.prompt + request.response_prefix, False
     if use_chat_template and tokenizer.chat_template:
         messages = [{"role": "user", "content": request.prompt}]
         if request.system:

@@ -5,8 +5,21 @@ It holds the protocol and nothing test-specific; the tests' fault injection, scr
 responders and child-process server live in ``tests/openai_server_support.py`` and plug in
 through the two extension points below.
 
-Endpoints: ``POST /v1/chat/completions`` (non-streaming, n=1) and ``GET /v1/models``.
-Errors have OpenAI's body shape ``{"error": {"message", "type", "param", "code"}}``.
+Endpoints: ``POST /v1/chat/completions`` (non-streaming, n=1), ``GET /v1/models``, and the
+Batch API: ``POST /v1/files`` (multipart upload: ``purpose``, ``file``), ``GET /v1/files/{id}``
+and ``/v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches`` and
+``/v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. Errors have OpenAI's body shape
+``{"error": {"message", "type", "param", "code"}}``. Every completion carries ``usage``; where the
+responder gives no counts, tokens are counted as whitespace-separated words (the prompt's over
+all message contents, the completion's over the reply text): deterministic, not a tokenizer.
+
+Batches (`BatchJob`) live in memory: a created batch is validated (each input line
+``{"custom_id", "method": "POST", "url": ENDPOINT, "body"}``, custom ids unique), then answered
+in the background by the same responder as chat completions, and its output and error files
+are written in OpenAI's line format (``{"id", "custom_id", "response": {"status_code",
+"request_id", "body"}, "error"}``; unexecuted requests have ``response: null`` and an error code
+such as ``batch_expired``). A `BatchPolicy` (``batch_policy=``) decides when a batch moves on
+and what becomes of each request; the default runs it at once and completes it.
 
 Extension points:
 
@@ -30,12 +43,14 @@ or a context manager); `run_server(responder, **options)` serves in the foregrou
 Ctrl-C/SIGTERM. Options: ``host`` (127.0.0.1), ``port`` (0 = a free port), ``models`` (served
 names; None accepts any name), ``api_key`` (when set, any other bearer token gets a 401 whose
 message echoes the presented key, as some real servers do, so clients must redact it),
-``max_body_mb``, ``middleware``, ``stats``.
+``max_body_mb`` (also the largest file upload), ``middleware``, ``stats``, ``batch_policy``,
+``batch_concurrency`` (requests of one batch answered at once, default 64).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -368,6 +383,10 @@ class ServerStats:
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: deque[dict[str, Any]] = deque(maxlen=keep_bodies)  # recent chat request bodies
+        self.files = 0             # files uploaded
+        self.batches = 0           # batches created (validated or not)
+        self.batch_requests = 0    # input lines of the batches that passed validation
+        self.batch_polls = 0       # retrievals of a batch's status
 
     def count(self, **changes: int) -> None:
         """Add to the named counters (``requests=1, in_flight=-1``...) and track the in-flight peak."""
@@ -384,16 +403,147 @@ class ServerStats:
         with self._lock:
             self.bodies.append(body)
 
+    def record_batch(self, job: "BatchJob") -> None:
+        """Called once per batch that passed validation; subclasses may count its custom ids."""
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "requests": self.requests, "completions": self.completions, "served": self.served,
                 "statuses": dict(self.statuses), "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+                "files": self.files, "batches": self.batches, "batch_requests": self.batch_requests,
+                "batch_polls": self.batch_polls,
             }
 
     def reset_peak(self) -> None:
         with self._lock:
             self.max_in_flight = self.in_flight
+
+
+# -- the Batch API --------------------------------------------------------------------------
+
+#: Endpoints a batch may target here (this server answers chat completions only).
+BATCH_ENDPOINTS = ("/v1/chat/completions",)
+BATCH_WINDOWS = ("24h",)  # as OpenAI: the only completion window there is
+BATCH_TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
+                "filename": self.filename, "purpose": self.purpose, "status": "processed"}
+
+
+@dataclass
+class BatchJob:
+    """One batch: its input lines, where it stands, and the output and error lines so far."""
+
+    id: str
+    number: int  # creation order on this server, from 0 (a policy may treat the first batches differently)
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, Any] | None
+    lines: list[dict[str, Any]]
+    created_at: int
+    status: str = "validating"
+    polls: int = 0
+    errors: list[dict[str, Any]] | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    error_lines: list[dict[str, Any]] = field(default_factory=list)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    times: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [line["custom_id"] for line in self.lines]
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self.times[f"{status}_at"] = int(time.time())
+
+    def to_json(self) -> dict[str, Any]:
+        failed = len(self.error_lines)
+        body: dict[str, Any] = {
+            "id": self.id, "object": "batch", "endpoint": self.endpoint, "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window, "status": self.status,
+            "output_file_id": self.output_file_id, "error_file_id": self.error_file_id,
+            "created_at": self.created_at, "expires_at": self.created_at + 24 * 3600,
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "request_counts": {"total": len(self.lines), "completed": len(self.outputs), "failed": failed},
+            "metadata": self.metadata,
+        }
+        for name in ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+                     "cancelled_at"):
+            body[name] = self.times.get(name)
+        return body
+
+
+class BatchPolicy:
+    """When a batch moves on and what becomes of each of its requests; this default runs it at once.
+
+    The tests' policies (``tests/openai_server_support.py``) hold batches in progress for a
+    number of polls or until released, expire them, or fail some requests.
+    """
+
+    async def advance(self, job: BatchJob, status: str) -> None:
+        """Awaited before `job` enters `status` (``in_progress``, then ``finalizing``)."""
+
+    def validate(self, job: BatchJob) -> str | None:
+        """A reason to fail the whole batch at validation, or None."""
+        return None
+
+    def outcome(self, job: BatchJob, line: dict[str, Any]) -> str | int | None:
+        """None: answer the request; ``"expired"``: leave it unexecuted (the batch then ends
+        expired); an HTTP status: answer it with that error."""
+        return None
+
+    def on_poll(self, job: BatchJob) -> None:
+        """Called on every retrieval of `job`'s status."""
+
+
+def _parse_batch_lines(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(input lines, validation errors) of an uploaded batch file, errors in OpenAI's shape."""
+    lines: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            errors.append({"code": "invalid_json_line", "message": "this line is not valid JSON", "line": number})
+            continue
+        custom = line.get("custom_id") if isinstance(line, dict) else None
+        if not isinstance(custom, str) or not custom:
+            errors.append({"code": "missing_required_parameter", "message": "custom_id is required", "line": number})
+        elif custom in seen:
+            errors.append({"code": "duplicate_custom_id", "message": f"custom_id {custom!r} is not unique",
+                           "line": number})
+        elif line.get("method") != "POST" or line.get("url") != endpoint:
+            errors.append({"code": "invalid_url", "message": f"each line must POST to the batch's endpoint {endpoint}",
+                           "line": number})
+        elif not isinstance(line.get("body"), dict):
+            errors.append({"code": "invalid_request", "message": "body must be a JSON object", "line": number})
+        else:
+            seen.add(custom)
+            lines.append(line)
+    if not lines and not errors:
+        errors.append({"code": "empty_file", "message": "the input file has no requests", "line": None})
+    return lines, errors
+
+
+def _jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n" for record in records)
 
 
 # -- the server -----------------------------------------------------------------------------
@@ -403,7 +553,7 @@ class OpenAIServer:
 
     def __init__(self, responder: Any, *, host: str = "127.0.0.1", port: int = 0, models: Sequence[str] | None = None,
                  api_key: str | None = None, max_body_mb: int = 64, middleware: Middleware | None = None,
-                 stats: ServerStats | None = None):
+                 stats: ServerStats | None = None, batch_policy: BatchPolicy | None = None, batch_concurrency: int = 64):
         self.responder = as_responder(responder)
         self.host = host
         self.port = int(port)
@@ -418,6 +568,11 @@ class OpenAIServer:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._chat_index = 0
+        self.batch_policy = batch_policy if batch_policy is not None else BatchPolicy()
+        self.batch_concurrency = max(1, int(batch_concurrency))
+        self.files: dict[str, StoredFile] = {}
+        self.jobs: dict[str, BatchJob] = {}
+        self._batch_tasks: dict[str, asyncio.Task] = {}
 
     # -- addresses --
 
@@ -466,6 +621,13 @@ class OpenAIServer:
         app = web.Application(client_max_size=self.max_body)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{file_id}", self._file_info)
+        app.router.add_get("/v1/files/{file_id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches", self._list_batches)
+        app.router.add_get("/v1/batches/{batch_id}", self._get_batch)
+        app.router.add_post("/v1/batches/{batch_id}/cancel", self._cancel_batch)
         # handler_cancellation: a hung handler ends when its client gives up.
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
                                      shutdown_timeout=0.5)
@@ -475,6 +637,10 @@ class OpenAIServer:
         self.port = self._runner.addresses[0][1]
 
     async def _stop(self) -> None:
+        for task in list(self._batch_tasks.values()):
+            task.cancel()
+        if self._batch_tasks:
+            await asyncio.gather(*self._batch_tasks.values(), return_exceptions=True)
         closer = getattr(self.responder, "aclose", None)
         if closer is not None:
             await closer()
@@ -562,6 +728,224 @@ class OpenAIServer:
         self.stats.count(served=1)
         self.stats.status(200)
         return web.json_response(completion_body(chat, reply))
+
+
+    # -- the Batch API --
+
+    def _error(self, status: int, message: str, **kwargs: Any):
+        self.stats.status(status)
+        return error_response(status, message, **kwargs)
+
+    def _ok(self, body: dict[str, Any]):
+        from aiohttp import web
+
+        self.stats.status(200)
+        return web.json_response(body)
+
+    async def _upload(self, request):
+        self.stats.count(requests=1)
+        error = self._check_auth(request)
+        if error is not None:
+            return error
+        try:
+            form = await request.post()
+        except ValueError as exc:  # not multipart, or over the size limit
+            return self._error(400, f"expected a multipart upload with 'purpose' and 'file': {exc}")
+        purpose, upload = form.get("purpose"), form.get("file")
+        if not isinstance(purpose, str) or not purpose:
+            return self._error(400, "'purpose' is required", param="purpose")
+        if upload is None or not hasattr(upload, "file"):
+            return self._error(400, "'file' is required (a file part)", param="file")
+        stored = StoredFile(id=f"file-{uuid.uuid4().hex[:24]}", filename=upload.filename or "upload.jsonl",
+                            purpose=purpose, data=upload.file.read(), created_at=int(time.time()))
+        self.files[stored.id] = stored
+        self.stats.count(files=1)
+        return self._ok(stored.info())
+
+    def _stored(self, request) -> StoredFile | None:
+        return self.files.get(request.match_info["file_id"])
+
+    async def _file_info(self, request):
+        self.stats.count(requests=1)
+        error = self._check_auth(request)
+        if error is not None:
+            return error
+        stored = self._stored(request)
+        if stored is None:
+            return self._error(404, f"No such File object: {request.match_info['file_id']}")
+        return self._ok(stored.info())
+
+    async def _file_content(self, request):
+        from aiohttp import web
+
+        self.stats.count(requests=1)
+        error = self._check_auth(request)
+        if error is not None:
+            return error
+        stored = self._stored(request)
+        if stored is None:
+            return self._error(404, f"No such File object: {request.match_info['file_id']}")
+        self.stats.status(200)
+        return web.Response(body=stored.data, content_type="application/octet-stream")
+
+    async def _create_batch(self, request):
+        self.stats.count(requests=1)
+        error = self._check_auth(request)
+        if error is not None:
+            return error
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return self._error(400, "request body must be a JSON object")
+        endpoint, window = body.get("endpoint"), body.get("completion_window")
+        stored = self.files.get(body.get("input_file_id") or "")
+        if stored is None:
+            return self._error(400, f"input_file_id {body.get('input_file_id')!r} is not an uploaded file",
+                               param="input_file_id")
+        if stored.purpose != "batch":
+            return self._error(400, "the input file must be uploaded with purpose 'batch'", param="input_file_id")
+        if endpoint not in BATCH_ENDPOINTS:
+            return self._error(400, f"endpoint must be one of {', '.join(BATCH_ENDPOINTS)}", param="endpoint")
+        if window not in BATCH_WINDOWS:
+            return self._error(400, f"completion_window must be one of {', '.join(BATCH_WINDOWS)}",
+                               param="completion_window")
+        metadata = body.get("metadata")
+        lines, errors = _parse_batch_lines(stored.data, endpoint)
+        job = BatchJob(id=f"batch_{uuid.uuid4().hex[:24]}", number=len(self.jobs), input_file_id=stored.id,
+                       endpoint=endpoint, completion_window=window, metadata=metadata if isinstance(metadata, dict) else None,
+                       lines=lines, created_at=int(time.time()))
+        self.jobs[job.id] = job
+        self.stats.count(batches=1)
+        reason = None if errors else self.batch_policy.validate(job)
+        if errors or reason:
+            job.errors = errors or [{"code": "validation_failed", "message": reason, "line": None}]
+            job.set_status("failed")
+        else:
+            self.stats.count(batch_requests=len(lines))
+            self.stats.record_batch(job)
+            task = asyncio.get_running_loop().create_task(self._run_batch(job))
+            self._batch_tasks[job.id] = task
+            task.add_done_callback(lambda _, key=job.id: self._batch_tasks.pop(key, None))
+        return self._ok(job.to_json())
+
+    async def _list_batches(self, request):
+        self.stats.count(requests=1)
+        error = self._check_auth(request)
+        if error is not None:
+            return error
+        jobs = sorted(self.jobs.values(), key=lambda job: -job.number)
+        return self._ok({"object": "list", "data": [job.to_json() for job in jobs], "has_more": False})
+
+    async def _get_batch(self, request):
+        self.stats.count(requests=1, batch_polls=1)
+        error = self._check_auth(request)
+        if error is not None:
+            return error
+        job = self.jobs.get(request.match_info["batch_id"])
+        if job is None:
+            return self._error(404, f"No such Batch object: {request.match_info['batch_id']}")
+        job.polls += 1
+        self.batch_policy.on_poll(job)
+        return self._ok(job.to_json())
+
+    async def _cancel_batch(self, request):
+        self.stats.count(requests=1)
+        error = self._check_auth(request)
+        if error is not None:
+            return error
+        job = self.jobs.get(request.match_info["batch_id"])
+        if job is None:
+            return self._error(404, f"No such Batch object: {request.match_info['batch_id']}")
+        if job.status not in BATCH_TERMINAL:
+            job.set_status("cancelling")
+            task = self._batch_tasks.get(job.id)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            if job.status not in BATCH_TERMINAL:  # it may have finished while being cancelled
+                self._finish_batch(job, "cancelled", "batch_cancelled", "the batch was cancelled before this request ran")
+        return self._ok(job.to_json())
+
+    async def _run_batch(self, job: BatchJob) -> None:
+        policy = self.batch_policy
+        try:
+            await policy.advance(job, "in_progress")
+            job.set_status("in_progress")
+            gate = asyncio.Semaphore(self.batch_concurrency)
+            expired = False
+
+            async def one(line: dict[str, Any]) -> None:
+                nonlocal expired
+                outcome = policy.outcome(job, line)
+                if outcome == "expired":
+                    expired = True
+                    return
+                if isinstance(outcome, int):
+                    status, body = outcome, {"error": {"message": f"request failed (HTTP {outcome})",
+                                                       "type": "server_error" if outcome >= 500 else "invalid_request_error",
+                                                       "param": None, "code": None}}
+                else:
+                    async with gate:
+                        status, body = await self._batch_answer(line["body"])
+                record = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": line["custom_id"],
+                          "response": {"status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body},
+                          "error": None}
+                (job.outputs if status == 200 else job.error_lines).append(record)
+
+            await asyncio.gather(*(one(line) for line in job.lines))
+            await policy.advance(job, "finalizing")
+            job.set_status("finalizing")
+            if expired:
+                self._finish_batch(job, "expired", "batch_expired",
+                                   "This request could not be executed before the completion window expired.")
+            else:
+                self._finish_batch(job, "completed", "batch_failed", "the request was not executed")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken batch fails, the server keeps serving
+            logger.exception("batch %s failed", job.id)
+            job.errors = [{"code": "server_error", "message": f"{type(exc).__name__}: {exc}", "line": None}]
+            job.set_status("failed")
+
+    def _finish_batch(self, job: BatchJob, status: str, code: str, message: str) -> None:
+        """Write the output and error files (requests never answered get `code`) and enter `status`."""
+        answered = {record["custom_id"] for record in job.outputs + job.error_lines}
+        for line in job.lines:
+            if line["custom_id"] not in answered:
+                job.error_lines.append({"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": line["custom_id"],
+                                        "response": None, "error": {"code": code, "message": message}})
+        now = int(time.time())
+        for kind, records in (("output", job.outputs), ("error", job.error_lines)):
+            if records:
+                stored = StoredFile(id=f"file-{uuid.uuid4().hex[:24]}", filename=f"{job.id}_{kind}.jsonl",
+                                    purpose="batch_output", data=_jsonl_bytes(records), created_at=now)
+                self.files[stored.id] = stored
+                setattr(job, f"{kind}_file_id", stored.id)
+        job.set_status(status)
+
+    async def _batch_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, response body) of one batch request, answered as a chat completion would be."""
+        def failure(status: int, message: str, type: str = "invalid_request_error", code: str | None = None):
+            return status, {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+        try:
+            chat = ChatRequest.parse(body, index=self._chat_index)
+        except APIError as exc:
+            return failure(exc.status, exc.message, exc.type, exc.code)
+        self._chat_index += 1
+        if self.models is not None and chat.model not in self.models:
+            return failure(404, f"The model `{chat.model}` does not exist or you do not have access to it.",
+                           code="model_not_found")
+        try:
+            reply = await self.responder.respond(chat)
+        except APIError as exc:
+            return failure(exc.status, exc.message, exc.type, exc.code)
+        except Exception as exc:  # noqa: BLE001 - one failed request, as a chat completion would answer it
+            logger.exception("batch request failed")
+            return failure(500, f"responder failed: {type(exc).__name__}: {exc}", "server_error")
+        return 200, completion_body(chat, reply)
 
 
 def run_server(responder: Any, *, ready: Callable[[OpenAIServer], None] | None = None, **options: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 SPLITS = ("chosen", "rejected")
 
@@ -53,6 +53,20 @@ class GenerationSpec(Strict):
     temperature: float = Field(default=0.0, ge=0.0, le=5.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list)
+    # Settings of the paper's pipeline (its inference's min_new_tokens=10, prometheus-eval's
+    # repetition_penalty=1.03). Absent = not set: the backend's own behaviour.
+    min_new_tokens: int | None = Field(default=None, ge=0, le=32768)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+
+    @model_serializer(mode="wrap")
+    def _unset_stays_out(self, handler):
+        # Left unset they stay out of the dump, so the task hash (and with it every run key
+        # and cache entry) of a task that does not use them is what it was before they existed.
+        data = handler(self)
+        for key in ("min_new_tokens", "repetition_penalty"):
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 DEFAULT_PROMPTS = {
@@ -87,7 +101,8 @@ DEFAULT_CRITERIA = {
 class JudgeSpec(Strict):
     name: str = "prometheus"
     generation: GenerationSpec = Field(default_factory=lambda: GenerationSpec(max_new_tokens=256))
-    max_attempts: int = Field(default=2, ge=1, le=10)
+    # At most 11: the paper's judge (prometheus-eval) asks once and retries up to 10 times.
+    max_attempts: int = Field(default=2, ge=1, le=11)
     options: dict[str, Any] = Field(default_factory=dict, description="passed to the judge plugin")
     criteria: dict[str, Criterion] = Field(default_factory=lambda: dict(DEFAULT_CRITERIA))
 

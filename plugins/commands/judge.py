@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from persona_eval.cli_options import bounded
+from persona_eval.cli_options import bounded, executor_option
 from persona_eval.contracts.hookspecs import hookimpl
 
 
@@ -24,9 +24,16 @@ from persona_eval.contracts.hookspecs import hookimpl
               help="Where to write (default: RUN_DIR/judge-<judges>-<model>-<hash>).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--bootstrap", type=bounded("bootstrap"), default=1000, show_default=True, help="Bootstrap resamples for intervals.")
-@click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json (with --dry-run: the plan) to stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_cache, bootstrap, as_json, quiet):
+@executor_option
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (judge calls, cached, estimated tokens and cost) and exit: nothing is judged or written.")
+@click.option("--price", "prices", multiple=True, metavar="MODEL=IN_PER_1M:OUT_PER_1M",
+              help="Dollars per million input:output tokens of a model spec, e.g. openai:gpt-4o=2.5:10; repeatable "
+                   "(also: $PERSONA_EVAL_PRICES).")
+def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_cache, bootstrap, as_json, quiet, executor,
+                  dry_run, prices):
     """Judge the saved generations of RUN_DIR again (other judges or judge model), without regenerating."""
     from persona_eval.contracts.factories import close_generators
     from persona_eval.contracts.model_spec import parse_options
@@ -37,12 +44,16 @@ def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_ca
     if quiet:
         quiet_library_progress()
 
+    options = dict(judges=tuple(judges), judge_model=judge_model, output_dir=output_dir,
+                   judge_options=parse_options(judge_options, option="--judge-option") if judge_options else None,
+                   use_cache=not no_cache, resamples=bootstrap, prices=prices)
     try:
-        results = rejudge(
-            run_dir, judges=tuple(judges), judge_model=judge_model, output_dir=output_dir,
-            judge_options=parse_options(judge_options, option="--judge-option") if judge_options else None,
-            use_cache=not no_cache, resamples=bootstrap, progress=not quiet,
-        )
+        if dry_run:
+            from persona_eval.pipeline.plan import emit_plan, plan_rejudge
+
+            emit_plan(plan_rejudge(run_dir, **options), as_json)
+            return
+        results = rejudge(run_dir, **options, progress=not quiet, executor=executor)
     finally:
         close_generators()
     emit_results(results, as_json)

@@ -81,6 +81,10 @@ class FileGenerator(Generator):
     """Looks responses up in a file of precomputed outputs."""
 
     preferred_batch_size = 1_000_000
+    # A file lookup: nothing for --executor ray to spread (and the file may exist on this machine only).
+    distributable = False
+    # `generate` only reads the file: the dry-run plan may call it to judge-plan the real responses.
+    dry_run_answers = True
 
     def __init__(
         self,

@@ -175,8 +175,11 @@ class LlamaCppGenerator(Generator):
                 raise UsageError(f"gguf: {exc} (raise n_ctx=)", where=f"item {request.id}") from exc
             choice = response["choices"][0]
             usage = response.get("usage") or {}
+            # llama.cpp's own count where it gives one; the prompt is ours, tokenized above, in any case.
+            output_tokens = usage.get("completion_tokens")
             results.append(GenResult(text=(choice.get("text") or "").strip(), finish_reason=choice.get("finish_reason"),
-                                     output_tokens=usage.get("completion_tokens")))
+                                     output_tokens=output_tokens, input_tokens=usage.get("prompt_tokens", len(tokens)),
+                                     usage_source="tokenizer" if output_tokens is not None else None))
         return results
 
     def close(self) -> None:

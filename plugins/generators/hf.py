@@ -11,7 +11,9 @@ leave free (`torch_threads`); the count changes speed only, so it is not part of
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -24,7 +26,13 @@ from persona_eval.display.quiet import library_bars_off
 from persona_eval.errors import RunError, UsageError
 from persona_eval.models.fingerprint import model_revision, weights_fingerprint
 from persona_eval.plugins.generators.common import adapter_folder, model_location
-from persona_eval.plugins.generators.sampling import choice_token_ids, make_seeded_sampler, request_seed
+from persona_eval.plugins.generators.sampling import (
+    choice_token_ids,
+    hf_generate_settings,
+    make_seeded_sampler,
+    request_seed,
+    unapplied_params,
+)
 from persona_eval.plugins.generators.torch_threads import ThreadPolicy, parse_threads, prefer_sleeping_waits
 from persona_eval.rendering.chat import render_request
 
@@ -59,7 +67,36 @@ def _resolve_dtype(name: str | None, device: str):
     return dtype
 
 
+def _torch_is_cpu_only() -> bool:
+    """True when the installed torch cannot see a GPU whatever the machine has: a CPU-only Linux build.
+
+    Read from the package's files, without importing torch (3-5 s on a small machine, more than a
+    whole dry-run plan may take). A CUDA or ROCm build ships libtorch_cuda / libtorch_hip; macOS
+    (MPS) and anything unsure answer False, and the caller asks torch itself.
+    """
+    import importlib.util
+
+    if sys.platform != "linux" or "torch" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    lib = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    if not lib.is_dir():
+        return False
+    return not any(lib.glob("libtorch_cuda*")) and not any(lib.glob("libtorch_hip*"))
+
+
+def _dtype_label(name: str | None, device: str) -> str:
+    """The dtype `_resolve_dtype` gives, as its name ("float32"), without importing torch where it can."""
+    if (name in (None, "auto") and device == "cpu") or name in ("float32", "float16", "bfloat16"):
+        return "float32" if name in (None, "auto") else str(name)
+    return str(_resolve_dtype(name, device)).replace("torch.", "")
+
+
 def _resolve_device(name: str | None) -> str:
+    if name in (None, "auto", "cpu") and _torch_is_cpu_only():
+        return "cpu"
     import torch
 
     if name in (None, "auto"):
@@ -84,6 +121,9 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class HFGenerator(Generator):
+    # A raw request (the paper judge's fastchat string) is tokenized as it is, BOS added, as vLLM does.
+    accepts_raw_prompt = True
+
     def __init__(
         self,
         model: str,
@@ -105,7 +145,7 @@ class HFGenerator(Generator):
         self.device = _resolve_device(device)
         self.threads = ThreadPolicy(threads, self.device)
         self.dtype_name = str(dtype or "auto")
-        _resolve_dtype(self.dtype_name, self.device)  # a bad dtype fails now, not after loading
+        _dtype_label(self.dtype_name, self.device)  # a bad dtype fails now, not after loading
         self.adapter = adapter_folder("hf", adapter)
         self.auto_batch = batch_size == "auto"
         if self.auto_batch:
@@ -192,7 +232,7 @@ class HFGenerator(Generator):
                 "revision": model_revision(self.path, self.revision, trust_remote_code=self.trust_remote_code),
                 "adapter": f"sha256:{weights_fingerprint(Path(self.adapter))}" if self.adapter else None,
                 # The dtype actually used: "auto" means float32 on CPU but bfloat16 on a GPU.
-                "dtype": str(_resolve_dtype(self.dtype_name, self.device)).replace("torch.", ""),
+                "dtype": _dtype_label(self.dtype_name, self.device),
                 "chat_template": self.use_chat_template,
             }
         return self._identity
@@ -201,6 +241,18 @@ class HFGenerator(Generator):
         """The model's position limit from its config.json (read without the weights), or None."""
         if not hasattr(self, "_context_length"):
             self._context_length = None
+            local = Path(self.path) / "config.json"
+            if local.is_file() and not self.trust_remote_code:
+                # A local folder: its config.json read directly (transformers costs seconds to import).
+                try:
+                    config = json.loads(local.read_text(encoding="utf-8"))
+                    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+                        value = config.get(name)
+                        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                            self._context_length = value
+                            return value
+                except (OSError, ValueError, AttributeError):
+                    pass
             try:
                 from transformers import AutoConfig
 
@@ -220,6 +272,52 @@ class HFGenerator(Generator):
         """The full model input text, and whether it already holds special tokens."""
         _, tokenizer = self._load()
         return render_request(tokenizer, request, self.use_chat_template)
+
+    def render_input(self, request: GenRequest) -> str:
+        """What `render` gives, from the tokenizer alone: the weights stay unloaded (a raw prompt needs neither)."""
+        tokenizer = self._tokenizer if self._tokenizer is not None else getattr(self, "_input_tokenizer", None)
+        if tokenizer is None and not request.raw:
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision, trust_remote_code=self.trust_remote_code)
+            except OSError as exc:
+                raise RunError(f"hf: cannot load the tokenizer of {self.display_name!r}: {str(exc).splitlines()[0]}") from exc
+            self._input_tokenizer = tokenizer
+        return render_request(tokenizer, request, self.use_chat_template)[0]
+
+    def unapplied_params(self, params: GenParams) -> list[str]:
+        """The settings of `params` this backend cannot apply (none: transformers takes them all)."""
+        return unapplied_params("hf", params)
+
+    def count_input_tokens(self, requests: Sequence[GenRequest]) -> list[int] | None:
+        """Input tokens of each request as `generate` sends it, from the tokenizer alone (for the dry-run plan).
+
+        Never downloads and loads no weights: None where the tokenizer is not on this machine.
+        """
+        tokenizer = self._tokenizer if self._tokenizer is not None else getattr(self, "_input_tokenizer", None)
+        if tokenizer is None and self.revision is None and not self.trust_remote_code:
+            # A local folder's tokenizer.json without transformers (and torch): the plan stays fast.
+            from persona_eval.rendering.light_tokenizer import light_tokenizer
+
+            tokenizer = light_tokenizer(self.path)
+            if tokenizer is not None:
+                self._input_tokenizer = tokenizer
+        if tokenizer is None:
+            try:
+                from transformers import AutoTokenizer
+
+                with library_bars_off():
+                    tokenizer = AutoTokenizer.from_pretrained(self.path, revision=self.revision, local_files_only=True,
+                                                              trust_remote_code=self.trust_remote_code)
+            except Exception:  # noqa: BLE001 - not at hand: the plan then estimates from characters
+                return None
+            self._input_tokenizer = tokenizer
+        counts = []
+        for request in requests:
+            text, specials = (request.prompt, False) if request.raw else render_request(tokenizer, request, self.use_chat_template)
+            counts.append(len(tokenizer(text, add_special_tokens=not specials)["input_ids"]))
+        return counts
 
     # -- generation ----------------------------------------------------------------------
 
@@ -285,6 +383,9 @@ class HFGenerator(Generator):
         # The model's generation_config may carry sampling defaults; null them so that only
         # our parameters decide (greedy, or our per-request sampler below).
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        # min_new_tokens / repetition_penalty, where the task sets them (transformers' own processors,
+        # which run before our sampler below).
+        kwargs.update(hf_generate_settings(params))
         if params.temperature > 0:
             seeds = [request_seed(params.seed, text) for text, _ in texts]
             kwargs["logits_processor"] = [make_seeded_sampler(seeds, params.temperature, params.top_p, self.device)]
@@ -293,7 +394,13 @@ class HFGenerator(Generator):
         with torch.inference_mode():
             output = model.generate(**encoded, **kwargs)
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        return [self._decode_row(row, params) for row in new_tokens.tolist()]
+        results = [self._decode_row(row, params) for row in new_tokens.tolist()]
+        # Each row's own input tokens: the attention mask is 0 on its left padding only.
+        mask = encoded.get("attention_mask")
+        lengths = mask.sum(dim=1).tolist() if mask is not None else [encoded["input_ids"].shape[1]] * len(results)
+        for result, length in zip(results, lengths):
+            result.input_tokens, result.usage_source = int(length), "tokenizer"
+        return results
 
     def _decode_row(self, row: list[int], params: GenParams) -> GenResult:
         _, tokenizer = self._load()

@@ -152,8 +152,12 @@ class LMEvalGenerator(Generator):
             texts = lm.generate_until(instances, disable_tqdm=True)
             if len(texts) != len(instances):
                 raise RunError(f"lm-eval: {self.model_type} returned {len(texts)} outputs for {len(instances)} requests")
-            for i, text in zip(indices, texts):
-                results[i] = GenResult(text=text.strip(), finish_reason=None, output_tokens=self._count(lm, text))
+            for i, (text, instance) in enumerate(zip(texts, instances)):
+                index = indices[i]
+                output_tokens, input_tokens = self._count(lm, text), self._count(lm, instance.arguments[0])
+                counted = output_tokens is not None and input_tokens is not None
+                results[index] = GenResult(text=text.strip(), finish_reason=None, output_tokens=output_tokens,
+                                           input_tokens=input_tokens, usage_source="tokenizer" if counted else None)
         return results  # type: ignore[return-value]
 
     @staticmethod

@@ -3,7 +3,9 @@
 Spec: ``openai:MODEL[,base_url=http://127.0.0.1:8000/v1][,max_concurrency=32][,timeout=60]
 [,total_timeout=600][,max_retries=6][,api_key_env=OPENAI_API_KEY][,logprobs=false]
 [,top_logprobs=20][,prefill=assistant|continue|append][,backoff=0.5][,backoff_max=30]
-[,token_param=max_tokens|max_completion_tokens]``.
+[,token_param=max_tokens|max_completion_tokens][,adaptive=true][,batch=false][,batch_fallback=none|sync]
+[,batch_poll_s=10][,batch_poll_max_s=120][,batch_completion_window=24h][,batch_max_requests=50000]
+[,batch_max_bytes=200000000]``.
 
 - The key is read from the environment variable named by ``api_key_env`` (default
   OPENAI_API_KEY; unset = no Authorization header, as local servers need none). It is never
@@ -19,7 +21,21 @@ Spec: ``openai:MODEL[,base_url=http://127.0.0.1:8000/v1][,max_concurrency=32][,t
   malformed JSON and empty choices. ``total_timeout`` (default 10 x timeout) bounds one
   item across all its attempts and waits. 401/403 and 404 are `UsageError`s at once;
   exhausted retries or the total timeout are a `RunError` naming the item id and the
-  last failure. `stats()` -> {requests, retries, failures, items, retry_reasons}.
+  last failure. `stats()` -> {requests, retries, failures, items, retry_reasons, rate_limited
+  (429s), input_tokens, output_tokens (the API's usage, summed), concurrency, concurrency_min,
+  concurrency_decreases}, plus with batch=true {batches, batch_requests, batches_reattached,
+  batch_resubmitted, batch_fallback_sync, batch_polls, batch_api_calls}.
+- ``adaptive`` (default true): the requests in flight adapt to the server's rate limits
+  (`openai_rate.Governor`: AIMD on 429s, a pause for retry-after, pacing by the
+  ``x-ratelimit-*`` headers), never above ``max_concurrency``; false: a fixed
+  ``max_concurrency``.
+- ``batch=true``: `generate` sends its requests as OpenAI Batch API jobs (`openai_batch`: half
+  the price, up to ``batch_completion_window``), with the batch ids kept in the run folder
+  (`bind_run_dir`) so a killed run re-attaches; ``preferred_batch_size`` is then
+  ``batch_max_requests`` so a stage's cache misses come in one call. `choice_probs` stays
+  synchronous.
+- Usage: each result's ``input_tokens``/``output_tokens`` are the response's ``usage``
+  (``prompt_tokens``/``completion_tokens``) with ``usage_source="api"``; None where it has none.
 - ``GenRequest.system`` becomes a system message. ``GenRequest.response_prefix`` is sent, by
   ``prefill``: ``assistant`` (default) as a final assistant message, which servers that
   continue it (persona_eval's own server, Anthropic-style APIs) treat as a prefill;
@@ -57,6 +73,8 @@ from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenRequest, GenResult
 from persona_eval.errors import RunError, UsageError
 from persona_eval.lazy_import import LazyModule
+from persona_eval.plugins.generators.openai_batch import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS, BatchClient
+from persona_eval.plugins.generators.openai_rate import Governor, token_cost
 
 asyncio = LazyModule("asyncio")  # imported on first use: `persona-eval --help` imports this module
 
@@ -131,6 +149,8 @@ class OpenAIGenerator(Generator):
     # Calls share one event loop and connection pool (created by the first call, which the
     # harness runs alone), so a second batch can start while the tail of the first finishes.
     max_concurrent_calls = 2
+    # The endpoint does the work: --executor ray keeps it in the driver (batch ids live in the run folder).
+    distributable = False
 
     def __init__(
         self,
@@ -147,6 +167,14 @@ class OpenAIGenerator(Generator):
         backoff: float = 0.5,
         backoff_max: float = 30.0,
         token_param: str = "max_tokens",
+        adaptive: bool = True,
+        batch: bool = False,
+        batch_fallback: str = "none",
+        batch_poll_s: float = 10.0,
+        batch_poll_max_s: float = 120.0,
+        batch_completion_window: str = "24h",
+        batch_max_requests: int = BATCH_MAX_REQUESTS,
+        batch_max_bytes: int = BATCH_MAX_BYTES,
     ):
         self.model = str(model)
         self.base_url = self._check_url(str(base_url))
@@ -176,10 +204,28 @@ class OpenAIGenerator(Generator):
         # Read once; kept out of identity(), repr and every message.
         self._api_key = os.environ.get(self.api_key_env) or None
         self.preferred_batch_size = 4 * self.max_concurrency
+        # How requests are sent, never what is asked: none of these options is in identity(), so
+        # batch and synchronous runs (adaptive or not) share cache entries and give the same answers.
+        self.adaptive = _flag("adaptive", adaptive)
+        self.batch = _flag("batch", batch)
+        self._batches: BatchClient | None = None
+        if str(batch_fallback) not in ("none", "sync"):
+            raise UsageError(f"openai: batch_fallback={batch_fallback!r}; use none or sync")
+        if self.batch:
+            self._batches = BatchClient(
+                self, fallback=str(batch_fallback), poll_s=_number("batch_poll_s", batch_poll_s, float),
+                poll_max_s=_number("batch_poll_max_s", batch_poll_max_s, float),
+                completion_window=str(batch_completion_window),
+                max_requests=_number("batch_max_requests", batch_max_requests, int),
+                max_bytes=_number("batch_max_bytes", batch_max_bytes, int),
+            )
+            self.preferred_batch_size = self._batches.max_requests
+        #: Optional ``callable(text)`` that shows a waiting batch's status (set by a display; logged at INFO anyway).
+        self.progress_hook = None
+        self._governor: Governor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client = None
-        self._semaphore: asyncio.Semaphore | None = None
         self._connected = False
         self._stats_lock = threading.Lock()
         self._counts: Counter[str] = Counter()
@@ -217,19 +263,30 @@ class OpenAIGenerator(Generator):
         return identity
 
     def stats(self) -> dict[str, Any]:
-        """HTTP attempts sent, retries, items that finally failed, items done, retries by reason."""
+        """HTTP attempts sent, retries, items that finally failed, items done, retries by reason, 429s,
+        the API's token usage, the adaptive concurrency, and (batch=true) the batch counters."""
+        governor = self._governor or Governor(self.max_concurrency, self.adaptive)
         with self._stats_lock:
-            return {
+            out = {
                 "requests": self._counts["requests"],
                 "retries": self._counts["retries"],
                 "failures": self._counts["failures"],
                 "items": self._counts["items"],
                 "retry_reasons": dict(self._retry_reasons),
+                "rate_limited": self._counts["rate_limited"],
+                "input_tokens": self._counts["input_tokens"],
+                "output_tokens": self._counts["output_tokens"],
+                **governor.stats(),
             }
+            if self.batch:
+                out.update({name: self._counts[name] for name in (
+                    "batches", "batch_requests", "batches_reattached", "batch_resubmitted", "batch_fallback_sync",
+                    "batch_polls", "batch_api_calls")})
+            return out
 
-    def _count(self, name: str, reason: str | None = None) -> None:
+    def _count(self, name: str, reason: str | None = None, amount: int = 1) -> None:
         with self._stats_lock:
-            self._counts[name] += 1
+            self._counts[name] += amount
             if reason:
                 self._retry_reasons[reason] += 1
 
@@ -238,6 +295,12 @@ class OpenAIGenerator(Generator):
         if key and len(key) >= 4:
             text = text.replace(key, "***")
         return text
+
+    def unapplied_params(self, params) -> list[str]:
+        """The settings of `params` a chat-completions body cannot carry (min_new_tokens, repetition_penalty)."""
+        from persona_eval.plugins.generators.sampling import unapplied_params
+
+        return unapplied_params("openai", params)
 
     # -- request bodies ------------------------------------------------------------------
 
@@ -268,6 +331,11 @@ class OpenAIGenerator(Generator):
         if request.response_prefix and self.prefill == "continue":
             body.update({"continue_final_message": True, "add_generation_prompt": False})
         return body
+
+    def render_input(self, request: GenRequest) -> str:
+        """The model's input as the request body carries it: its ``messages`` (or ``prompt``), as indented JSON."""
+        body = self.body(request)
+        return json.dumps(body["messages"] if "messages" in body else body["prompt"], indent=2, ensure_ascii=False)
 
     # -- the event loop thread -----------------------------------------------------------
 
@@ -302,7 +370,8 @@ class OpenAIGenerator(Generator):
         if thread is not None:
             thread.join(10)
         self._loop = self._thread = None
-        self._semaphore = None
+        if self._governor is not None:  # its counters stay for stats(); its timers belonged to the stopped loop
+            self._governor.detach()
 
     def _ensure_client(self):
         if self._client is None:
@@ -311,7 +380,8 @@ class OpenAIGenerator(Generator):
             headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
             connector = aiohttp.TCPConnector(limit=self.max_concurrency)
             self._client = aiohttp.ClientSession(connector=connector, headers=headers, trust_env=False)
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        if self._governor is None:  # what it learned of the server's limits carries over from call to call
+            self._governor = Governor(self.max_concurrency, self.adaptive)
         return self._client
 
     # -- one item, with retries ----------------------------------------------------------
@@ -322,7 +392,8 @@ class OpenAIGenerator(Generator):
         base = min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
         return base / 2 + random.uniform(0, base / 2)
 
-    async def _attempt(self, session, url: str, item_id: str, body: dict[str, Any], limit: float, total_bound: bool):
+    async def _attempt(self, session, url: str, item_id: str, body: dict[str, Any], limit: float, total_bound: bool,
+                       slot=None):
         """One HTTP attempt within `limit` seconds: the parsed response, or _Retry / an error."""
         import aiohttp
 
@@ -330,6 +401,10 @@ class OpenAIGenerator(Generator):
             async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=limit)) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
+            if slot is not None:  # what the governor learns from this answer (its status, rate-limit headers)
+                slot.status, slot.headers = status, headers
+            if status == 429:
+                self._count("rate_limited")
         except asyncio.TimeoutError:
             if total_bound:
                 raise
@@ -342,7 +417,9 @@ class OpenAIGenerator(Generator):
 
     async def _post(self, item_id: str, body: dict[str, Any]) -> dict[str, Any]:
         session = self._ensure_client()
-        assert self._semaphore is not None
+        governor = self._governor
+        assert governor is not None
+        cost = token_cost(body)
         loop = asyncio.get_running_loop()
         # The total timeout starts with the first attempt, not while the item queues for a slot.
         deadline: float | None = None
@@ -351,7 +428,8 @@ class OpenAIGenerator(Generator):
         while True:
             attempt += 1
             try:
-                async with self._semaphore:
+                slot = await governor.acquire(cost)
+                try:
                     now = loop.time()
                     deadline = now + self.total_timeout if deadline is None else deadline
                     remaining = deadline - now
@@ -359,9 +437,12 @@ class OpenAIGenerator(Generator):
                         raise asyncio.TimeoutError
                     self._count("requests")
                     limit = min(self.timeout, remaining)
-                    data = await self._attempt(session, url, item_id, body, limit, total_bound=limit < self.timeout)
+                    data = await self._attempt(session, url, item_id, body, limit, total_bound=limit < self.timeout,
+                                               slot=slot)
                     self._connected = True
                     return data
+                finally:
+                    governor.release(slot)
             except _Retry as failure:
                 if failure.reason == "connect" and not self._connected and attempt >= 2:
                     self._count("failures")
@@ -439,18 +520,32 @@ class OpenAIGenerator(Generator):
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
         if not requests:
             return []
-        datas = self._run(self._gather([(r.id, self.body(r)) for r in requests]))
+        items = [(r.id, self.body(r)) for r in requests]
+        if self._batches is not None:
+            datas = self._run(self._batches.run(items))
+        else:
+            datas = self._run(self._gather(items))
         results = []
         for data in datas:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            input_tokens, output_tokens = _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
             results.append(GenResult(
                 text=str(text).strip(), finish_reason=choice.get("finish_reason"),
-                output_tokens=usage.get("completion_tokens"),
+                output_tokens=output_tokens, input_tokens=input_tokens,
+                # No usage: left unknown here; the harness estimates it.
+                usage_source="api" if input_tokens is not None or output_tokens is not None else None,
             ))
             self._count("items")
+            self._count("input_tokens", amount=input_tokens or 0)
+            self._count("output_tokens", amount=output_tokens or 0)
         return results
+
+    def bind_run_dir(self, path) -> None:
+        """With batch=true, the run folder keeps the ids of submitted batches (`openai_batch.RECORDS_FILE`)."""
+        if self._batches is not None:
+            self._batches.bind(path)
 
     def choice_probs(self, requests: Sequence[GenRequest], choices: Sequence[str]) -> list[dict[str, float]] | None:
         if not self.logprobs:
@@ -475,6 +570,10 @@ class OpenAIGenerator(Generator):
             out.append({c: (m / total if total > 0 else 1.0 / len(choices)) for c, m in mass.items()})
             self._count("items")
         return out
+
+
+def _token_count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _close_at_exit(ref) -> None:

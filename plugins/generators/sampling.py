@@ -4,14 +4,50 @@
 input, nothing else, so a sampled answer does not depend on which other requests share its
 batch. `make_seeded_sampler` is the `hf` backend's logits processor that draws each row from
 its own generator seeded that way. `choice_token_ids` gives the first token of each answer
-choice, bare and after a space, for `choice_probs` in `hf` and `vllm`.
+choice, bare and after a space, for `choice_probs` in `hf` and `vllm`. `unapplied_params` says
+which of a request's optional settings (min_new_tokens, repetition_penalty) a backend cannot
+apply, in the words results.json lists under the run's departures.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from persona_eval.contracts.records import GenParams
 from persona_eval.hashing import stable_hash
+
+# Backend -> the optional GenParams settings it has no way to apply, and why. The local
+# backends (hf: transformers' generate; vllm: SamplingParams min_tokens / repetition_penalty)
+# apply both, so they have no entry.
+UNAPPLIABLE: dict[str, dict[str, str]] = {
+    "openai": {
+        "min_new_tokens": "the OpenAI chat API has no minimum length",
+        "repetition_penalty": "the OpenAI chat API has no such parameter (its frequency and presence "
+                              "penalties are other formulas)",
+    },
+}
+# The value at which a setting changes nothing: asking for it is no departure anywhere.
+_NEUTRAL = {"min_new_tokens": 0, "repetition_penalty": 1.0}
+
+
+def hf_generate_settings(params: GenParams) -> dict[str, object]:
+    """transformers ``generate`` keywords for the optional settings that are set (none: {})."""
+    out: dict[str, object] = {}
+    if params.min_new_tokens is not None:
+        out["min_new_tokens"] = int(params.min_new_tokens)
+    if params.repetition_penalty is not None:
+        out["repetition_penalty"] = float(params.repetition_penalty)
+    return out
+
+
+def unapplied_params(backend: str, params: GenParams) -> list[str]:
+    """The settings of `params` that `backend` cannot apply, one sentence each ([] when it applies all)."""
+    out = []
+    for name, why in UNAPPLIABLE.get(backend, {}).items():
+        value = getattr(params, name)
+        if value is not None and value != _NEUTRAL[name]:
+            out.append(f"{name}={value} not applied: {backend} backend: {why}")
+    return out
 
 
 def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[list[int]]:

@@ -121,17 +121,12 @@ class ThreadPolicy:
     """One generator's thread setting, applied before each of its generation calls."""
 
     def __init__(self, setting: int | str, device: str):
-        global _torch_default
-        import torch
-
+        # No torch here: a generator is built (identity, dry-run plan) long before it generates.
         self.setting = setting
         self.cpu = device.split(":")[0] == "cpu"
         self.cpus = usable_cpus()
         self._sampler: CpuSampler | None = None
         self._count: int | None = None
-        if _torch_default is None:
-            # Before this module changes it: torch's default, or what the program set.
-            _torch_default = torch.get_num_threads()
         if self.setting == "auto" and self.cpu and not self.user_chose():
             # The first generation call measures the load since construction.
             self._sampler = CpuSampler(self.cpus)
@@ -148,9 +143,12 @@ class ThreadPolicy:
 
     def apply(self) -> int | None:
         """Set torch's thread count for the next call; the count set, or None when left alone."""
-        global _last_set
+        global _last_set, _torch_default
         import torch
 
+        if _torch_default is None:
+            # Before this module first changes it: torch's default, or what the program set.
+            _torch_default = torch.get_num_threads()
         if isinstance(self.setting, int):
             count = self.setting
         elif self._sampler is None or self.user_chose():

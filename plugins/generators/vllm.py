@@ -107,6 +107,11 @@ def sampling_kwargs(params: GenParams, *, request_seed: int | None = None) -> di
     kwargs["skip_special_tokens"] = True
     if params.stop:
         kwargs["stop"] = list(params.stop)
+    # Only where set: the arguments (and so the outputs) of tasks without them stay as they were.
+    if params.min_new_tokens is not None:
+        kwargs["min_tokens"] = int(params.min_new_tokens)
+    if params.repetition_penalty is not None:
+        kwargs["repetition_penalty"] = float(params.repetition_penalty)
     if params.temperature > 0:
         kwargs["top_p"] = float(params.top_p)
     return kwargs
@@ -117,7 +122,57 @@ def choice_sampling_kwargs() -> dict[str, Any]:
     return {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
 
 
+# --executor ray: the same engine and sampling through Ray Data LLM (persona_eval.executors.vllm_ray).
+
+def ray_llm_config(kwargs: dict[str, Any], *, replicas: int, batch_size: int) -> dict[str, Any]:
+    """Keyword arguments of ``ray.data.llm.vLLMEngineProcessorConfig`` from `engine_kwargs`'s output.
+
+    `replicas` engines (a fixed pool), each with the spec's tensor and pipeline parallel sizes
+    (Ray places their GPUs), prefix caching and every other engine option as the local backend
+    passes them. Rows arrive rendered and tokenized by our own chat formatting, and the engine
+    detokenizes itself, so Ray's chat-template, tokenize and detokenize stages are off: they would
+    redo the same work another way.
+    """
+    engine = {key: value for key, value in kwargs.items() if key != "model"}
+    return {
+        "model_source": kwargs["model"],
+        "engine_kwargs": engine,
+        "concurrency": (int(replicas), int(replicas)),
+        "batch_size": int(batch_size),
+        "chat_template_stage": False,
+        "tokenize_stage": False,
+        "detokenize_stage": False,
+    }
+
+
+def ray_sampling_params(params: GenParams, *, request_seed: int) -> dict[str, Any]:
+    """`sampling_kwargs` with every key present (each is an Arrow column of the Ray dataset), unset ones at vLLM's defaults.
+
+    A greedy request gets a seed too, which greedy decoding ignores; the column then never mixes
+    integers with nulls (which Arrow would turn into floats, and a 60-bit seed with them).
+    """
+    kwargs = {"top_p": 1.0, "stop": [], "min_tokens": 0, "repetition_penalty": 1.0,
+              **sampling_kwargs(params, request_seed=request_seed)}
+    kwargs["seed"] = int(request_seed)
+    return kwargs
+
+
+def ray_llm_result(row: dict[str, Any], max_tokens: int) -> GenResult:
+    """The `GenResult` of one Ray Data LLM output row (as `VLLMGenerator.generate` builds it).
+
+    Ray's output rows carry no finish reason: a completion that used every allowed token is
+    ``length``, any other stopped (EOS or a stop string).
+    """
+    generated = int(row.get("num_generated_tokens") or 0)
+    return GenResult(text=str(row.get("generated_text") or "").strip(),
+                     finish_reason="length" if generated >= int(max_tokens) else "stop",
+                     output_tokens=generated, input_tokens=int(row.get("num_input_tokens") or 0), usage_source="tokenizer")
+
+
 class VLLMGenerator(Generator):
+    # A raw request (the paper judge's fastchat string) is encoded as it is, as prometheus-eval's VLLM does.
+    accepts_raw_prompt = True
+
     def __init__(self, model: str, chat_template: bool = True, **options: Any):
         self.model_name = model
         self.path, self.display_name = model_location(model)
@@ -167,6 +222,29 @@ class VLLMGenerator(Generator):
             }
         return self._identity
 
+    def render_input(self, request: GenRequest) -> str:
+        """The text `_prompt` encodes for the engine, from the model's tokenizer alone (no engine, no weights)."""
+        from persona_eval.rendering.chat import render_request
+
+        tokenizer = self._tokenizer
+        if tokenizer is None and not request.raw:  # a raw prompt is sent as it is: no tokenizer needed
+            from transformers import AutoTokenizer
+
+            own = self.kwargs.get("tokenizer")
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(own or self.path, revision=None if own else self.kwargs.get("revision"),
+                                                          trust_remote_code=self.kwargs["trust_remote_code"])
+            except OSError as exc:
+                raise RunError(f"vllm: cannot load the tokenizer of {self.display_name!r}: {str(exc).splitlines()[0]}") from exc
+            self._tokenizer = tokenizer
+        return render_request(tokenizer, request, self.use_chat_template)[0]
+
+    def unapplied_params(self, params: GenParams) -> list[str]:
+        """The settings of `params` this backend cannot apply (none: SamplingParams takes them all)."""
+        from persona_eval.plugins.generators.sampling import unapplied_params
+
+        return unapplied_params("vllm", params)
+
     def _prompt(self, request: GenRequest) -> tuple[str, list[int]]:
         """The rendered text and its token ids: vLLM gets the ids, so no second BOS sneaks in."""
         from persona_eval.rendering.chat import render_request
@@ -193,11 +271,50 @@ class VLLMGenerator(Generator):
         if len(outputs) != len(requests):
             raise RunError(f"vllm: {len(outputs)} outputs for {len(requests)} requests")
         results = []
-        for output in outputs:
+        for output, (_, ids) in zip(outputs, rendered):
             completion = output.outputs[0]
             results.append(GenResult(text=completion.text.strip(), finish_reason=completion.finish_reason,
-                                     output_tokens=len(completion.token_ids)))
+                                     output_tokens=len(completion.token_ids), input_tokens=len(ids), usage_source="tokenizer"))
         return results
+
+    def ray_llm_config(self, *, replicas: int, batch_size: int) -> dict[str, Any]:
+        """Ray Data LLM's processor config for this spec (see `ray_llm_config`)."""
+        return ray_llm_config(self.kwargs, replicas=replicas, batch_size=batch_size)
+
+    def _input_tokenizer(self):
+        """The model's tokenizer without starting the engine (the driver of a Ray run never starts one)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            own = self.kwargs.get("tokenizer")
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    own or self.path, revision=None if own else self.kwargs.get("revision"),
+                    trust_remote_code=self.kwargs["trust_remote_code"])
+            except OSError as exc:
+                raise RunError(f"vllm: cannot load the tokenizer of {self.display_name!r}: {str(exc).splitlines()[0]}") from exc
+        return self._tokenizer
+
+    def ray_llm_rows(self, requests: Sequence[GenRequest]) -> list[dict[str, Any]]:
+        """One Ray Data LLM row per request: token ids and sampling exactly as `generate` sends them."""
+        from persona_eval.plugins.generators.sampling import request_seed
+        from persona_eval.rendering.chat import render_request
+
+        tokenizer = self._input_tokenizer()
+        rows = []
+        for request in requests:
+            text, has_specials = render_request(tokenizer, request, self.use_chat_template)
+            row: dict[str, Any] = {
+                "tokenized_prompt": list(tokenizer.encode(text, add_special_tokens=not has_specials)),
+                "sampling_params": ray_sampling_params(request.params, request_seed=request_seed(request.params.seed, text)),
+            }
+            if self.adapter:  # a row naming another model than the engine's is a LoRA request for it
+                row["model"] = self.adapter
+            rows.append(row)
+        return rows
+
+    def ray_llm_result(self, row: dict[str, Any], request: GenRequest) -> GenResult:
+        return ray_llm_result(row, request.params.max_new_tokens)
 
     def choice_probs(self, requests: Sequence[GenRequest], choices: Sequence[str]) -> list[dict[str, float]]:
         """P(choice) as the next token, from the exact log-probability of each choice token.

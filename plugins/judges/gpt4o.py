@@ -3,7 +3,8 @@
 The judge writes a short rationale and ends with one line, "Verdict: A" or "Verdict: B".
 Only a verdict line that closes the text counts (a "Verdict: A" followed by more text
 is not a verdict). Where the backend exposes next-token probabilities we also record
-P(A) right after "Verdict:", and use it when the text has no verdict. A reply without a
+P(A) right after "Verdict:", and use it when the text has no verdict (unless
+``verdict_fallback=none``: then such a reply is asked again). A reply without a
 verdict is re-asked (a bounded number of times, with a reminder appended so that a
 deterministic model can answer differently); still nothing is `unscored` with the reason.
 
@@ -91,8 +92,9 @@ class PairwiseVerdictJudge(PairwiseJudge):
     name = "gpt-4o"
     written_option = "rationale"
 
-    def __init__(self, generator: Generator, params: GenParams | None = None, max_attempts: int = 2, use_logprobs: bool = True, rationale: bool = True):
-        super().__init__(generator, params, max_attempts, use_logprobs, written=rationale)
+    def __init__(self, generator: Generator, params: GenParams | None = None, max_attempts: int = 2, use_logprobs: bool = True,
+                 rationale: bool = True, verdict_fallback: str = "prob_a"):
+        super().__init__(generator, params, max_attempts, use_logprobs, written=rationale, verdict_fallback=verdict_fallback)
 
     @property
     def rationale(self) -> bool:
@@ -103,6 +105,14 @@ class PairwiseVerdictJudge(PairwiseJudge):
 
     def parse(self, text: str) -> str | None:
         return parse_verdict(text)
+
+    def _policy_details(self) -> dict:
+        return {
+            "prompt_format": "own chat prompt",
+            "sent_as": "system + user turns, formatted by the backend",
+            "verdict_parser": 'a final "Verdict: A|B" line',
+            "reask": "with a reminder appended to the prompt (next seed)",
+        }
 
     # -- requests ------------------------------------------------------------------------
 
@@ -133,8 +143,8 @@ class PairwiseVerdictJudge(PairwiseJudge):
         logger.warning("%s: rationale=false needs log-probabilities, which this backend lacks; asking for a rationale", self.name)
 
     def _settle(self, asking: Asking, unparsed: list[int], attempt: int) -> list[int]:
-        """A backend with probabilities decides what the text left open, before re-asking."""
-        if not (unparsed and self._has_logprobs()):
+        """A backend with probabilities decides what the text left open, before re-asking (fallback prob_a)."""
+        if not (unparsed and self.verdict_fallback == "prob_a" and self._has_logprobs()):
             return unparsed
         probs = self._probs([self._probe(asking.pairs[i], asking.last[i].text, attempt) for i in unparsed])
         still = []

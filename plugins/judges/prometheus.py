@@ -1,10 +1,25 @@
 """The `prometheus` judge: Prometheus 2 relative (pairwise) grading on any generator backend.
 
-The prompt template, system prompt and output parser come from the `prometheus-eval`
-package itself. The verdict is the "[RESULT] A|B" at the end of the feedback. Where the
-backend exposes next-token probabilities we also record P(A) right after "[RESULT]",
-and use it as the verdict when the text has none. A verdict still missing after the
-bounded re-asks is unscored, with the reason.
+The relative-grading template and system prompt come from the `prometheus-eval` package
+itself (0.1.20, the version the paper pinned). The option ``prompt_format`` says how they reach
+the model:
+
+- ``chat_template`` (the default): the system prompt and the filled template as a system and a
+  user turn, formatted by the backend (the tokenizer's chat template on hf/vllm, chat messages
+  on openai);
+- ``paper``: what the paper's `run_judge.py` sent through prometheus-eval. Both responses are
+  cleaned as run_judge.py cleans them (every "Prompt:" and "<|end_of_text|>" removed, then
+  stripped). A raw-completion backend (``accepts_raw_prompt``: hf, vllm) gets the one string
+  prometheus-eval builds with fastchat's "mistral" conversation, ``[INST] {system}\n{user}
+  [/INST]``, as it is (``GenRequest.raw``); a chat endpoint gets the system and user messages,
+  as prometheus-eval's API path (litellm) sends them.
+
+The verdict is the "[RESULT] A|B" of the reply: with ``verdict_parser=anchored`` (the default)
+only one that closes the text counts; with ``prometheus_eval`` the package's own parser reads
+the whole reply, as the paper's run did. Where the backend exposes next-token probabilities we
+record P(A) right after "[RESULT]"; with ``verdict_fallback=prob_a`` (the default) it decides a
+reply without a verdict, with ``none`` such a reply is asked again. A verdict still missing
+after the bounded re-asks is unscored, with the reason.
 """
 
 from __future__ import annotations
@@ -14,9 +29,9 @@ import re
 
 from persona_eval.contracts.hookspecs import hookimpl
 from persona_eval.contracts.interfaces import Generator
-from persona_eval.contracts.records import GenParams, GenRequest, PairRequest
+from persona_eval.contracts.records import GenParams, GenRequest, PairRequest, Verdict
 from persona_eval.hashing import stable_hash
-from persona_eval.plugins.judges.pairwise import Asking, PairwiseJudge, reask_params
+from persona_eval.plugins.judges.pairwise import Asking, PairwiseJudge, choice_option, reask_params
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +40,38 @@ _NO_RESULT = "no [RESULT] A/B verdict at the end of the judge output"
 
 
 def _templates():
-    # prometheus_eval.prompts imports only fastchat's conversation module: cheap.
+    # The package's own strings (its import also loads fastchat and asyncio: ~0.15 s, once).
     from prometheus_eval.prompts import REL_SYSTEM_PROMPT, RELATIVE_PROMPT_WO_REF
 
     return REL_SYSTEM_PROMPT, RELATIVE_PROMPT_WO_REF
+
+
+PROMPT_FORMATS = ("chat_template", "paper")
+VERDICT_PARSERS = ("anchored", "prometheus_eval")
+
+
+def mistral_prompt(system: str, user: str) -> str:
+    """The one string prometheus-eval hands vLLM: fastchat's "mistral" conversation of a system and a user turn.
+
+    fastchat's LLAMA2 separator style (which "mistral" uses) opens with ``[INST] {system}\n``
+    (``[INST] `` without a system message), adds the first user message and a space, and closes
+    with the assistant's empty turn, ``[/INST]``. prometheus-eval's VLLM wrapper strips the string
+    before generating. Written out here so the judge never needs fastchat at run time; a test
+    builds the same string through prometheus-eval's own `_get_conversation_prompt`.
+    """
+    text = f"[INST] {system}\n" if system else "[INST] "
+    # fastchat writes an empty first message as the bare role tag.
+    text += f"{user} " if user else "[INST]"
+    return (text + "[/INST]").strip()
+
+
+def paper_response(text: str) -> str:
+    """A response as the paper's run_judge.py handed it to the judge: "Prompt:" and "<|end_of_text|>" removed, stripped.
+
+    The paper's generations stopped on the tokens of "Prompt:" and kept them (and the end-of-text
+    marker) in the decoded text; run_judge.py removed both anywhere in the response.
+    """
+    return text.replace("Prompt:", "").replace("<|end_of_text|>", "").strip()
 
 
 _BARE_LETTER = re.compile(r"[\s(\[]*[AB][\s)\].]*", re.IGNORECASE)
@@ -60,27 +103,52 @@ class PrometheusJudge(PairwiseJudge):
     name = "prometheus"
     written_option = "feedback"
 
-    def __init__(self, generator: Generator, params: GenParams | None = None, max_attempts: int = 2, use_logprobs: bool = True, feedback: bool = True):
-        super().__init__(generator, params, max_attempts, use_logprobs, written=feedback)
+    def __init__(self, generator: Generator, params: GenParams | None = None, max_attempts: int = 2, use_logprobs: bool = True,
+                 feedback: bool = True, prompt_format: str = "chat_template", verdict_parser: str = "anchored",
+                 verdict_fallback: str = "prob_a"):
+        super().__init__(generator, params, max_attempts, use_logprobs, written=feedback, verdict_fallback=verdict_fallback)
+        self.prompt_format = choice_option("prompt_format", prompt_format, PROMPT_FORMATS)
+        self.verdict_parser = choice_option("verdict_parser", verdict_parser, VERDICT_PARSERS)
         self.system, self.template = _templates()
+        # A class attribute of the backend: known without loading any model.
+        self.sends_raw = self.prompt_format == "paper" and bool(getattr(generator, "accepts_raw_prompt", False))
 
     @property
     def feedback(self) -> bool:
         return self.written
 
+    def identity(self):
+        identity = super().identity()
+        # Only when not the default, so judges that do not set them keep their identities and caches.
+        if self.prompt_format != "chat_template":
+            identity["prompt_format"] = self.prompt_format
+        if self.verdict_parser != "anchored":
+            identity["verdict_parser"] = self.verdict_parser
+        return identity
+
     def template_hash(self) -> str:
         return stable_hash([self.system, self.template], 16)
 
     def parse(self, text: str) -> str | None:
+        if self.verdict_parser == "prometheus_eval":
+            from prometheus_eval.parser import parse_output
+
+            return parse_output(text, mode="relative")[1]
         return parse_relative(text)
 
+    def _content(self, pair: PairRequest) -> str:
+        """The filled relative-grading template (the user turn)."""
+        a, b = pair.response_a, pair.response_b
+        if self.prompt_format == "paper":
+            a, b = paper_response(a), paper_response(b)
+        return self.template.format(instruction=pair.instruction, response_A=a, response_B=b, rubric=pair.rubric)
+
     def _request(self, pair: PairRequest, attempt: int) -> GenRequest:
-        prompt = self.template.format(
-            instruction=pair.instruction, response_A=pair.response_a, response_B=pair.response_b, rubric=pair.rubric
-        )
         # a re-ask must be able to say something different: the prompt stays, so sample
         params = reask_params(self.params, attempt, min_temperature=0.7)
-        return GenRequest(id=pair.id, prompt=prompt, params=params, system=self.system)
+        if self.sends_raw:
+            return GenRequest(id=pair.id, prompt=mistral_prompt(self.system, self._content(pair)), params=params, raw=True)
+        return GenRequest(id=pair.id, prompt=self._content(pair), params=params, system=self.system)
 
     def _probe(self, pair: PairRequest, text: str, attempt: int) -> GenRequest:
         # Always the first ask's request: only the feedback before "[RESULT]" is carried over.
@@ -88,7 +156,32 @@ class PrometheusJudge(PairwiseJudge):
         feedback = text[: found.start()].rstrip() if found else text.rstrip()
         request = self._request(pair, 1)
         request.response_prefix = f"{feedback} [RESULT] " if feedback else "[RESULT] "
+        if request.raw:
+            # The raw string ends at "[/INST]"; the reply the model wrote began with a space there.
+            request.response_prefix = " " + request.response_prefix
         return request
+
+    def _policy_details(self) -> dict:
+        if self.sends_raw:
+            sent = 'one raw string, fastchat "mistral": [INST] {system}\n{user} [/INST] (no chat template)'
+        elif self.prompt_format == "paper":
+            sent = "system + user chat messages, as prometheus-eval's API (litellm) path sends them"
+        else:
+            sent = "system + user turns, formatted by the backend (the tokenizer's chat template on hf/vllm)"
+        return {
+            "prompt_format": self.prompt_format,
+            "sent_as": sent,
+            "responses": "cleaned as run_judge.py: 'Prompt:' and '<|end_of_text|>' removed, stripped"
+                         if self.prompt_format == "paper" else "as generated",
+            "verdict_parser": self.verdict_parser,
+            "reask": "the same prompt, sampled anew (next seed, temperature at least 0.7)",
+        }
+
+    def departures(self) -> list[str]:
+        if self.prompt_format == "paper" and not self.sends_raw:
+            return ["prompt_format=paper on a chat endpoint: system + user messages, formatted by the server's own "
+                    "chat template (the paper's vLLM got the fastchat \"mistral\" string)"]
+        return []
 
     def _probability_only_reason(self, p_a: float | None) -> str:
         return "P(A) = P(B) after [RESULT]" if p_a == 0.5 else _NO_RESULT
@@ -97,12 +190,12 @@ class PrometheusJudge(PairwiseJudge):
         logger.warning("prometheus: feedback=false needs log-probabilities, which this backend lacks; writing feedback")
 
     def _settle(self, asking: Asking, unparsed: list[int], attempt: int) -> list[int]:
-        if unparsed and self._has_logprobs():
+        if unparsed and self.verdict_fallback == "prob_a" and self._has_logprobs():
             return []  # the backend can decide from probabilities; no need to re-ask
         return unparsed
 
     def _finish(self, asking: Asking) -> None:
-        """P(A) for every pair where the backend has it: recorded next to a text verdict, else the verdict."""
+        """P(A) for every pair where the backend has it: recorded next to a text verdict; the verdict only under prob_a."""
         indices = range(len(asking.pairs))
         if self._has_logprobs():
             probs = self._probs([self._probe(asking.pairs[i], asking.text(i), 1) for i in indices])
@@ -114,8 +207,13 @@ class PrometheusJudge(PairwiseJudge):
                 verdict.prob_a = p_a
                 continue
             attempts = asking.attempts.get(i, 1)
-            reason = _NO_RESULT + (", and P(A) = P(B)" if p_a == 0.5 else "")
-            reason += f" after {attempts} attempts" if attempts > 1 else ""
+            after = f" after {attempts} attempts" if attempts > 1 else ""
+            if self.verdict_fallback == "none":
+                # P(A) stays a record (for the weighted metrics), never the verdict.
+                asking.verdicts[i] = Verdict(winner=None, raw=asking.text(i), prob_a=p_a, attempts=attempts,
+                                             unscored_reason=_NO_RESULT + after)
+                continue
+            reason = _NO_RESULT + (", and P(A) = P(B)" if p_a == 0.5 else "") + after
             asking.verdicts[i] = self._from_probability(p_a, asking.text(i), attempts, reason)
 
 

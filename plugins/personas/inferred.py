@@ -15,8 +15,9 @@ from typing import Any, Sequence
 
 from persona_eval.contracts.hookspecs import hookimpl
 from persona_eval.contracts.interfaces import PersonaSource
-from persona_eval.contracts.records import Example, GenParams, Persona
+from persona_eval.contracts.records import Example, Persona
 from persona_eval.errors import RunError, UsageError
+from persona_eval.persona_inference import defaults
 from persona_eval.persona_inference.inference import PersonaInferrer, pair_jobs
 from persona_eval.persona_inference.prompt import load_exemplars
 
@@ -36,13 +37,15 @@ class InferredPersonas(PersonaSource):
         self,
         task=None,
         model: str | None = None,
-        k: int = 4,
+        k: int = defaults.K,
         exemplars: str | None = None,
-        max_attempts: int = 3,
-        max_new_tokens: int = 48,
-        max_response_chars: int = 1500,
+        max_attempts: int = defaults.MAX_ATTEMPTS,
+        max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+        max_response_chars: int = defaults.MAX_RESPONSE_CHARS,
         on_invalid: str = "keep",
         seed: int = 0,
+        prefix: bool = defaults.USE_PREFIX,
+        cut: str = defaults.CUT,
     ):
         if not model:
             raise UsageError(
@@ -51,6 +54,8 @@ class InferredPersonas(PersonaSource):
             )
         if on_invalid not in ("keep", "error"):
             raise UsageError(f"inferred: on_invalid must be 'keep' or 'error', got {on_invalid!r}")
+        if cut not in defaults.CUTS:
+            raise UsageError(f"inferred: cut must be one of {', '.join(defaults.CUTS)}, got {cut!r}")
         from persona_eval.contracts.model_spec import parse_model_spec
 
         parse_model_spec(str(model), option="--pi-model")
@@ -58,7 +63,9 @@ class InferredPersonas(PersonaSource):
         self.k = int(k)
         self.exemplars_path = exemplars
         self.max_attempts = int(max_attempts)
-        self.params = GenParams(max_new_tokens=int(max_new_tokens), temperature=0.0, seed=int(seed), stop=("\n",))
+        self.params = defaults.gen_params(int(max_new_tokens), defaults.TEMPERATURE, int(seed))
+        self.use_prefix = bool(prefix)
+        self.cut = cut
         self.max_response_chars = int(max_response_chars)
         self.on_invalid = on_invalid
         self._inferrer: PersonaInferrer | None = None
@@ -70,6 +77,7 @@ class InferredPersonas(PersonaSource):
             self._inferrer = PersonaInferrer(
                 build_generator(self.model, option="--pi-model"), exemplars=load_exemplars(self.exemplars_path),
                 k=self.k, params=self.params, max_attempts=self.max_attempts, max_response_chars=self.max_response_chars,
+                use_prefix=self.use_prefix, cut=self.cut,
             )
         return self._inferrer
 
