@@ -29,22 +29,8 @@ import os
 import sys
 import time
 
-
-def workload(n: int, max_new_tokens: int):
-    from persona_eval.contracts.records import GenParams, GenRequest
-    from persona_eval.rendering.prompts import render_input
-    from persona_eval.taskfile.loading import resolve_task
-
-    task = resolve_task("demo")
-    examples = task.load("test") + task.load("train")
-    params = GenParams(max_new_tokens=max_new_tokens)
-    requests = []
-    for i in range(n):
-        example = examples[i % len(examples)]
-        persona = example.chosen_persona if (i // len(examples)) % 2 == 0 else example.rejected_persona
-        prompt = render_input(task.spec.prompts, "pt", example, persona)
-        requests.append(GenRequest(id=f"{example.id}-{i}", prompt=prompt, params=params, system=task.spec.system_prompt))
-    return requests
+# The very workload bench/generation.py times (this folder is on sys.path when a script here runs).
+from generation import workload
 
 
 def stage(requests, executor_text: str) -> tuple[float, list[str], int]:

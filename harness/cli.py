@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from persona_eval.cli_options import bounded, executor_option, persona_options, persona_source_choice
+from persona_eval.cli_options import bounded, executor_option, persona_options, persona_source_choice, price_option
 from persona_eval.versions import __version__
 
 
@@ -107,9 +107,7 @@ def cli(verbose: bool) -> None:
 @executor_option
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (calls per stage, cached, estimated tokens and cost) and exit: nothing runs or is written.")
-@click.option("--price", "prices", multiple=True, metavar="MODEL=IN_PER_1M:OUT_PER_1M",
-              help="Dollars per million input:output tokens of a model spec, e.g. openai:gpt-4o=2.5:10; repeatable "
-                   "(also: a prices: YAML file in $PERSONA_EVAL_PRICES). Without one, no cost is shown.")
+@price_option
 def run(task, split, model, strategy, baseline, baseline_strategy, judges, judge_model, judge_options, persona_source, retriever,
         persona_file, persona, on_missing, pi_model, limit, seed, output_dir, include_paths, data_dir, no_cache, bootstrap, as_json,
         quiet, executor, dry_run, prices):

@@ -24,6 +24,13 @@ def executor_option(command):
                         help=EXECUTOR_HELP)(command)
 
 
+def price_option(command):
+    """``--price MODEL=IN_PER_1M:OUT_PER_1M`` (repeatable), shared by `run` and `judge` (read by `scoring.usage`)."""
+    return click.option("--price", "prices", multiple=True, metavar="MODEL=IN_PER_1M:OUT_PER_1M",
+                        help="Dollars per million input:output tokens of a model spec, e.g. openai:gpt-4o=2.5:10; repeatable "
+                             "(also: a prices: YAML file in $PERSONA_EVAL_PRICES). Without one, no cost is shown.")(command)
+
+
 def persona_options(command):
     """The options that configure a persona source, shared by `run` and `personas`."""
     for decorator in reversed((

@@ -1,6 +1,7 @@
 """`persona-eval` for the command tests: as a subprocess (`cli`) or in this process (`invoke`).
 
-Both return a `subprocess.CompletedProcess` with separate stdout and stderr, so a test can
+`imported_after` runs the CLI in a fresh interpreter and says which model libraries it
+imported, for the tests that a command stays light. `cli` and `invoke` both return a `subprocess.CompletedProcess` with separate stdout and stderr, so a test can
 switch between them. In process, the embedded model loads once per test session.
 """
 
@@ -33,3 +34,26 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+HEAVY_MODULES = ("torch", "transformers", "vllm", "safetensors")
+
+
+def imported_after(args: list[str], cwd=None, timeout: float = 300) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The CLI's main(args) in a fresh interpreter, and which of HEAVY_MODULES it imported."""
+    code = (
+        "import sys\n"
+        "from persona_eval.cli import main\n"
+        "code = 0\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        f"sys.stderr.write('\\nHEAVY=' + ','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules) + '\\n')\n"
+        "sys.exit(code)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    marker = [line for line in completed.stderr.splitlines() if line.startswith("HEAVY=")]
+    assert marker, completed.stderr
+    found = marker[-1].removeprefix("HEAVY=")
+    return completed, found.split(",") if found else []

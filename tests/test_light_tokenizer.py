@@ -51,23 +51,13 @@ def test_folders_it_cannot_read_fall_back(tmp_path):
 
 
 def test_dry_run_of_the_demo_imports_neither_torch_nor_transformers(tmp_path, embedded_folder):
-    import subprocess
-    import sys
+    from cli_support import imported_after
 
     from persona_eval.plugins.generators.hf import _torch_is_cpu_only
 
     if not _torch_is_cpu_only():
         pytest.skip("a GPU build of torch: the device is asked of torch itself")
-
-    code = (
-        "import sys\n"
-        "from persona_eval.cli import main\n"
-        "sys.argv = ['persona-eval', 'run', '--dry-run', '--limit', '2', '--output-dir', sys.argv[1]]\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
-        "print('HEAVY', heavy[:3])\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "HEAVY []" in out.stdout
+    completed, heavy = imported_after(["run", "--dry-run", "--limit", "2", "--output-dir", str(tmp_path / "run")])
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert heavy == []
     assert not (tmp_path / "run").exists()

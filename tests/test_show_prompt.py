@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from cli_support import invoke
+from cli_support import imported_after, invoke
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TEST = REPO / "tasks" / "demo" / "data" / "test.jsonl"
@@ -36,26 +35,6 @@ def chat(tokenizer_dir: Path, user: str, system: str | None = None) -> str:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def imported_after(args: list[str]) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """The CLI's main() in a fresh interpreter, and the model libraries it imported."""
-    heavy = ("torch", "transformers", "vllm", "safetensors")
-    code = (
-        "import sys\n"
-        "from persona_eval.cli import main\n"
-        "try:\n"
-        f"    main({args!r})\n"
-        "except SystemExit as exc:\n"
-        "    code = exc.code\n"
-        f"sys.stderr.write('\\nHEAVY=' + ','.join(m for m in {heavy!r} if m in sys.modules) + '\\n')\n"
-        "sys.exit(code)\n"
-    )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
-    marker = [line for line in completed.stderr.splitlines() if line.startswith("HEAVY=")]
-    assert marker, completed.stderr
-    found = marker[-1].removeprefix("HEAVY=")
-    return completed, found.split(",") if found else []
 
 
 # ---- test and baseline inputs ------------------------------------------------------------------
@@ -239,7 +218,7 @@ def test_paper_judge_prompt_is_the_fastchat_string_and_imports_no_model_library(
     from persona_eval.taskfile.loading import load_task
 
     completed, heavy = imported_after(["show-prompt", "--task", "pe_paper_beavertails", "--include-path", str(paper_task),
-                                       "--criterion", "personalization"])
+                                       "--criterion", "personalization"], cwd=REPO)
     assert completed.returncode == 0, completed.stderr
     text = completed.stdout
     assert text.startswith("[INST]") and text.endswith("[/INST]\n")
@@ -261,7 +240,7 @@ def test_paper_judge_prompt_is_the_fastchat_string_and_imports_no_model_library(
 
 def test_an_openai_judge_prompt_imports_no_model_library():
     completed, heavy = imported_after(["show-prompt", "--task", "demo", "--judge-model", "openai:prometheus",
-                                       "--judge-option", "feedback=true"])
+                                       "--judge-option", "feedback=true"], cwd=REPO)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)[0]["role"] == "system"  # stdout is the prompt alone
     assert heavy == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from persona_eval.cli_options import bounded, executor_option
+from persona_eval.cli_options import bounded, executor_option, price_option
 from persona_eval.contracts.hookspecs import hookimpl
 
 
@@ -29,9 +29,7 @@ from persona_eval.contracts.hookspecs import hookimpl
 @executor_option
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (judge calls, cached, estimated tokens and cost) and exit: nothing is judged or written.")
-@click.option("--price", "prices", multiple=True, metavar="MODEL=IN_PER_1M:OUT_PER_1M",
-              help="Dollars per million input:output tokens of a model spec, e.g. openai:gpt-4o=2.5:10; repeatable "
-                   "(also: $PERSONA_EVAL_PRICES).")
+@price_option
 def judge_command(run_dir, judges, judge_model, judge_options, output_dir, no_cache, bootstrap, as_json, quiet, executor,
                   dry_run, prices):
     """Judge the saved generations of RUN_DIR again (other judges or judge model), without regenerating."""

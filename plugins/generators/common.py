@@ -2,8 +2,9 @@
 
 Where a model name points (``embedded`` is the bundled SmolLM2 copy), the check of an adapter
 folder, the type check of options handed straight to an engine, the importing of an optional
-engine with an install hint, and the arguments every OpenAI-style sampler takes (`max_tokens`,
-`temperature`, a seed when sampling). Each backend keeps its own option names, defaults and
+engine with an install hint, the arguments every OpenAI-style sampler takes (`max_tokens`,
+`temperature`, a seed when sampling), and the one-line reading of an OpenAI-style error body
+(the synchronous path and the Batch API client both report it). Each backend keeps its own option names, defaults and
 identity; this module holds only logic written out the same way in several of them. Seeded
 sampling is in `sampling`; the quiet switch for transformers' bars in `persona_eval.display.quiet`.
 """
@@ -11,6 +12,7 @@ sampling is in `sampling`; the quiet switch for transformers' bars in `persona_e
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -72,3 +74,19 @@ def sampler_kwargs(params: GenParams, request_seed: int | None = None) -> dict[s
     if params.temperature > 0:
         kwargs["seed"] = int(request_seed if request_seed is not None else params.seed)
     return kwargs
+
+
+def server_message(raw: bytes) -> str:
+    """An OpenAI-style server's error message as one short line (the body itself when it names none)."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        message = error.get("message") if isinstance(error, dict) else (error or data.get("message") or data.get("detail"))
+        if message:
+            text = str(message)
+    text = " ".join(text.split())
+    return text[:300] + ("..." if len(text) > 300 else "")

@@ -76,7 +76,7 @@ def _torch_is_cpu_only() -> bool:
     """
     import importlib.util
 
-    if sys.platform != "linux" or "torch" in sys.modules:
+    if sys.platform != "linux":
         return False
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
@@ -95,7 +95,8 @@ def _dtype_label(name: str | None, device: str) -> str:
 
 
 def _resolve_device(name: str | None) -> str:
-    if name in (None, "auto", "cpu") and _torch_is_cpu_only():
+    # Once torch is imported, asking it costs nothing and is the authority.
+    if name in (None, "auto", "cpu") and "torch" not in sys.modules and _torch_is_cpu_only():
         return "cpu"
     import torch
 

@@ -73,6 +73,7 @@ from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenRequest, GenResult
 from persona_eval.errors import RunError, UsageError
 from persona_eval.lazy_import import LazyModule
+from persona_eval.plugins.generators.common import server_message
 from persona_eval.plugins.generators.openai_batch import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS, BatchClient
 from persona_eval.plugins.generators.openai_rate import Governor, token_cost
 
@@ -111,22 +112,6 @@ def _parse_retry_after(headers) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _server_message(raw: bytes) -> str:
-    """The server's error message as one short line."""
-    text = raw.decode("utf-8", "replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        message = error.get("message") if isinstance(error, dict) else (error or data.get("message") or data.get("detail"))
-        if message:
-            text = str(message)
-    text = " ".join(text.split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def _number(name: str, value: Any, cast):
@@ -473,19 +458,19 @@ class OpenAIGenerator(Generator):
     def _check_response(self, item_id: str, status: int, headers, raw: bytes) -> dict[str, Any]:
         if status in (401, 403):
             raise UsageError(self._redact(
-                f"openai: authentication failed at {self.base_url} (HTTP {status}): {_server_message(raw)}; "
+                f"openai: authentication failed at {self.base_url} (HTTP {status}): {server_message(raw)}; "
                 f"check the key in ${self.api_key_env}" + ("" if self._api_key else " (it is not set)")
             ))
         if status == 404:
             raise UsageError(self._redact(
                 f"openai: model {self.model!r} or its endpoint was not found at {self.base_url} "
-                f"(HTTP 404): {_server_message(raw)}"
+                f"(HTTP 404): {server_message(raw)}"
             ))
         if status in RETRY_STATUSES or status >= 500:
-            raise _Retry(f"HTTP {status}", self._redact(_server_message(raw)), _parse_retry_after(headers))
+            raise _Retry(f"HTTP {status}", self._redact(server_message(raw)), _parse_retry_after(headers))
         if status != 200:
             raise RunError(self._redact(
-                f"openai: the server rejected item {item_id!r} (HTTP {status}): {_server_message(raw)}"
+                f"openai: the server rejected item {item_id!r} (HTTP {status}): {server_message(raw)}"
             ))
         try:
             data = json.loads(raw)

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 from persona_eval.errors import RunError, UsageError
 from persona_eval.hashing import stable_hash
 from persona_eval.lazy_import import LazyModule
+from persona_eval.plugins.generators.common import server_message
 from persona_eval.storage.jsonl import JsonlWriter, iter_jsonl
 
 asyncio = LazyModule("asyncio")
@@ -176,14 +177,14 @@ class BatchClient:
                 elif status == 404:
                     raise UsageError(g._redact(
                         f"openai: {g.base_url} has no Batch API ({method} {path}: HTTP 404: "
-                        f"{_message(body)}); use batch=false"))
+                        f"{server_message(body)}); use batch=false"))
                 elif status in RETRYABLE or status >= 500:
                     from persona_eval.plugins.generators.openai_rate import retry_after
 
-                    reason, detail, wait_hint = f"HTTP {status}", _message(body), retry_after(headers)
+                    reason, detail, wait_hint = f"HTTP {status}", server_message(body), retry_after(headers)
                 else:
                     raise RunError(g._redact(
-                        f"openai: the Batch API at {g.base_url} rejected {what} (HTTP {status}): {_message(body)}"))
+                        f"openai: the Batch API at {g.base_url} rejected {what} (HTTP {status}): {server_message(body)}"))
             except asyncio.TimeoutError:
                 reason, detail = "timeout", f"no answer within timeout={g.timeout:g}s"
             except aiohttp.ClientConnectorError as exc:
@@ -402,17 +403,3 @@ class BatchClient:
         return [answers[c] for c in customs]
 
 
-def _message(raw: bytes) -> str:
-    """The server's error message as one short line."""
-    text = raw.decode("utf-8", "replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        message = error.get("message") if isinstance(error, dict) else (error or data.get("message"))
-        if message:
-            text = str(message)
-    text = " ".join(text.split())
-    return text[:300] + ("..." if len(text) > 300 else "")
