@@ -111,11 +111,25 @@ def test_a_first_run_shows_one_preparation_line(embedded_model_dir, tmp_path):
     completed = _run(tmp_path / "run", PERSONA_EVAL_CACHE=str(cache))
     _assert_only_ours(completed.stderr, first_run=True)
     assert _lines(completed.stderr)[0].startswith("preparing the embedded model")
-    # Converted in float32 and saved in bf16: byte for byte the copy every identity was recorded with.
+    # Converted in float32 and saved in bf16: byte for byte the copy every identity was recorded with,
+    # whichever transformers converted it (the version stamp is pinned).
     fresh = cache / "models" / embedded_model_dir.name
     assert sorted(p.name for p in fresh.iterdir()) == sorted(p.name for p in embedded_model_dir.iterdir())
     for path in embedded_model_dir.iterdir():
         assert _sha256(fresh / path.name) == _sha256(path), path.name
+
+
+def test_the_copy_carries_the_recorded_transformers_version_whatever_converted_it(tmp_path):
+    # save_pretrained stamps the installed version; the identity hashes these files, so a newer
+    # transformers on a fresh machine must not change them (5.25 changed nothing else).
+    from persona_eval.plugins.generators.embedded import RECORDED_TRANSFORMERS, pin_recorded_version
+
+    config = '{\n  "dtype": "bfloat16",\n  "transformers_version": "9.9.9",\n  "use_cache": true\n}\n'
+    (tmp_path / "config.json").write_text(config)
+    (tmp_path / "generation_config.json").write_text('{\n  "transformers_version": "5.25.0"\n}\n')
+    pin_recorded_version(tmp_path)
+    assert (tmp_path / "config.json").read_text() == config.replace("9.9.9", RECORDED_TRANSFORMERS)
+    assert (tmp_path / "generation_config.json").read_text() == f'{{\n  "transformers_version": "{RECORDED_TRANSFORMERS}"\n}}\n'
 
 
 @pytest.mark.slow

