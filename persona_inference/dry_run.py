@@ -43,7 +43,7 @@ def _plan_infer(pairs, output, config, *, names, use_cache, prices, source) -> d
     from persona_eval.persona_inference.inference import STAGE, PersonaInferrer, pair_jobs
     from persona_eval.persona_inference.pairs import FieldNames
     from persona_eval.persona_inference.prompt import load_exemplars
-    from persona_eval.pipeline.plan import Lookups, finish_plan, input_tokens, open_cache
+    from persona_eval.pipeline.plan import Lookups, finish_plan, input_tokens, open_cache, preparation_notes
     from persona_eval.scoring.usage import load_prices
     from persona_eval.storage.cache import cache_keys
 
@@ -100,5 +100,5 @@ def _plan_infer(pairs, output, config, *, names, use_cache, prices, source) -> d
         "cache": cache_info,
         "rows": [row],
         **finish_plan([row], price_table),
-        "notes": notes,
+        "notes": notes + preparation_notes(),
     }

@@ -140,6 +140,32 @@ def test_dry_run_counts_equal_what_the_real_run_does(tmp_path, cache_folder, emb
     assert "generate test (pt) on hf:embedded: 2 calls: 0 new, 2 cached" in " ".join(result.output.split())
 
 
+def test_a_dry_run_on_a_fresh_machine_leaves_the_embedded_model_unprepared(tmp_path, monkeypatch, embedded_model_dir):
+    """No converted copy yet: the plan converts nothing, loads no library, writes nothing, and says what it skipped."""
+    from cli_support import imported_after
+
+    prepared = os.environ["PERSONA_EVAL_CACHE"]
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    monkeypatch.setenv("PERSONA_EVAL_CACHE", str(home))
+    completed, heavy = imported_after(["run", "--dry-run", "--json", "--limit", "2", "--output-dir", str(tmp_path / "run")])
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert list(home.iterdir()) == [] and not (tmp_path / "run").exists()  # no models/ folder, no cache, no run
+    assert heavy == []  # the conversion would have loaded torch and transformers
+    plan = json.loads(completed.stdout)
+    assert [row["input_source"] for row in plan["rows"]] == ["estimated"] * 3
+    assert [(row["new"], row["cached"]) for row in plan["rows"]] == [(2, 0), (2, 0), (8, 0)]
+    assert any(note.startswith("the embedded model (SmolLM2-135M-Instruct) is not prepared on this machine yet")
+               for note in plan["notes"]), plan["notes"]
+    # The same run key (and so run directory) as on a prepared machine: run keys name models, not their hashes.
+    monkeypatch.setenv("PERSONA_EVAL_CACHE", prepared)
+    result = _cli("run", "--dry-run", "--json", "--limit", "2", "--output-dir", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    on_prepared = json.loads(result.output)
+    assert on_prepared["run_key"] == plan["run_key"] and on_prepared["rows"][0]["input_source"] == "tokenizer"
+    assert not any("not prepared" in note for note in on_prepared["notes"])
+
+
 # ---- counted by a scripted backend: judge RUN_DIR, and the paper's outputs ---------------------------
 
 

@@ -5,6 +5,8 @@ comes out: weights, config, and the tokenizer files that hold the chat template 
 tokens. Each file's sha256 is memoized in ``<cache>/file-hashes.json`` by path, size and
 mtime, so big weights hash once. `model_revision` gives ``sha256:...`` for a local folder,
 ``git:<commit>`` for a hub id, or ``unpinned:<revision>`` when no commit can be resolved.
+A dry-run plan (`memo_read_only`, `planning`) prepares no model: a folder a first run would make
+(`mark_unprepared`) has the revision ``unprepared`` there, and the plan says so.
 Shared by the local generators (`hf`, `vllm`, `gguf`, `lm-eval`), the trainers and the retrievers.
 """
 
@@ -48,6 +50,26 @@ def memo_read_only() -> Iterator[None]:
         yield
     finally:
         _PERSIST_MEMO.reset(token)
+
+
+def planning() -> bool:
+    """True inside `memo_read_only`, i.e. in a dry-run plan: nothing may be prepared or written."""
+    return not _PERSIST_MEMO.get()
+
+
+# Local model folders that a first run prepares (the embedded model's converted copy) and a
+# dry-run plan found missing: folder -> what it is. Their content hash cannot be known before.
+_UNPREPARED: dict[str, str] = {}
+
+
+def mark_unprepared(folder: str | os.PathLike, what: str) -> None:
+    """Record that `folder` is made by the run's preparation, which this plan skips."""
+    _UNPREPARED[str(folder)] = what
+
+
+def unprepared_folders() -> dict[str, str]:
+    """The marked folders that still do not exist (folder -> what it is)."""
+    return {folder: what for folder, what in _UNPREPARED.items() if not Path(folder).exists()}
 
 
 def _memo_hashes(paths: Sequence[Path]) -> list[str]:
@@ -100,6 +122,8 @@ def model_revision(name_or_path: str, revision: str | None = None, *, trust_remo
     local = Path(os.path.expanduser(name_or_path))
     if local.exists():
         return f"sha256:{weights_fingerprint(local)}"
+    if str(local) in _UNPREPARED:
+        return "unprepared"  # only a dry-run plan sees this: the run prepares the folder first
     commit = _hub_commit(name_or_path, revision)
     if commit:
         return f"git:{commit}"

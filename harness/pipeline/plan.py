@@ -36,7 +36,7 @@ from persona_eval.contracts.factories import build_generator, build_persona_sour
 from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenRequest, PairRequest, Persona
 from persona_eval.hashing import stable_hash
-from persona_eval.models.fingerprint import memo_read_only
+from persona_eval.models.fingerprint import memo_read_only, unprepared_folders
 from persona_eval.pipeline.generate import ROLE_OPTIONS, check_context_lengths, check_resumable, slim_generation
 from persona_eval.pipeline.items import ROLES, JudgeItem
 from persona_eval.pipeline.judge import JUDGE_CHUNK_ITEMS, judge_identity, pair_payload, pair_requests, record_key, slim_judgment
@@ -378,7 +378,7 @@ def _plan_run(options, prices: Mapping[str, Any] | None) -> dict[str, Any]:
         "cache": cache_info,
         "rows": rows,
         **_price_rows(rows, prices or {}),
-        "notes": notes + _judge_notes(rows, run.task),
+        "notes": notes + _judge_notes(rows, run.task) + preparation_notes(),
     }
     return plan
 
@@ -406,7 +406,7 @@ def plan_rejudge(run_dir, *, judges: Sequence[str] = (), judge_model: str | None
         "cache": cache_info,
         "rows": rows,
         **_price_rows(rows, setup.prices),
-        "notes": _judge_notes(rows, setup.task),
+        "notes": _judge_notes(rows, setup.task) + preparation_notes(),
     }
 
 
@@ -430,6 +430,18 @@ def _judge_notes(rows, task) -> list[str]:
     if most > 1:
         text += f"; re-asks of replies without a verdict may add more (up to {most} asks a verdict)"
     return [text]
+
+
+def preparation_notes() -> list[str]:
+    """What the run prepares first and the plan did not (the embedded model's copy on a fresh machine)."""
+    notes = []
+    for what in unprepared_folders().values():
+        # (The run key and run directory do not depend on it: they name models, not their hashes.)
+        text = (f"{what}: the run prepares it first (once per machine; `persona-eval download-default-model` does "
+                "it now). Its content hash, part of its identity and cache keys, is unknown until then, so none of "
+                "its calls is looked up in the cache and its input tokens are estimated")
+        notes.append(text)
+    return notes
 
 
 def finish_plan(rows: list[dict[str, Any]], prices: Mapping[str, Any] | None) -> dict[str, Any]:

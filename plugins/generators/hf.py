@@ -24,7 +24,7 @@ from persona_eval.contracts.interfaces import Generator
 from persona_eval.contracts.records import GenParams, GenRequest, GenResult
 from persona_eval.display.quiet import library_bars_off
 from persona_eval.errors import RunError, UsageError
-from persona_eval.models.fingerprint import model_revision, weights_fingerprint
+from persona_eval.models.fingerprint import model_revision, unprepared_folders, weights_fingerprint
 from persona_eval.plugins.generators.common import adapter_folder, model_location
 from persona_eval.plugins.generators.sampling import (
     choice_token_ids,
@@ -242,6 +242,8 @@ class HFGenerator(Generator):
         """The model's position limit from its config.json (read without the weights), or None."""
         if not hasattr(self, "_context_length"):
             self._context_length = None
+            if self.path in unprepared_folders():
+                return None  # a dry-run plan before the first run made the folder: nothing to read
             local = Path(self.path) / "config.json"
             if local.is_file() and not self.trust_remote_code:
                 # A local folder: its config.json read directly (transformers costs seconds to import).
@@ -297,6 +299,8 @@ class HFGenerator(Generator):
         Never downloads and loads no weights: None where the tokenizer is not on this machine.
         """
         tokenizer = self._tokenizer if self._tokenizer is not None else getattr(self, "_input_tokenizer", None)
+        if tokenizer is None and self.path in unprepared_folders():
+            return None  # not made yet (a dry-run plan before the first run): the plan estimates
         if tokenizer is None and self.revision is None and not self.trust_remote_code:
             # A local folder's tokenizer.json without transformers (and torch): the plan stays fast.
             from persona_eval.rendering.light_tokenizer import light_tokenizer
