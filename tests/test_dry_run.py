@@ -140,11 +140,12 @@ def test_dry_run_counts_equal_what_the_real_run_does(tmp_path, cache_folder, emb
     assert "generate test (pt) on hf:embedded: 2 calls: 0 new, 2 cached" in " ".join(result.output.split())
 
 
-def test_a_dry_run_on_a_fresh_machine_leaves_the_embedded_model_unprepared(tmp_path, monkeypatch, embedded_model_dir):
+def test_a_dry_run_on_a_fresh_machine_leaves_the_embedded_model_unprepared(tmp_path, monkeypatch, embedded_model_dir,
+                                                                          cache_folder):
     """No converted copy yet: the plan converts nothing, loads no library, writes nothing, and says what it skipped."""
     from cli_support import imported_after
 
-    prepared = os.environ["PERSONA_EVAL_CACHE"]
+    prepared = str(cache_folder)  # an empty result cache beside the prepared model: nothing of the session's is cached
     home = tmp_path / "fresh-home"
     home.mkdir()
     monkeypatch.setenv("PERSONA_EVAL_CACHE", str(home))
